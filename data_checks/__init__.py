@@ -1,0 +1,1 @@
+"""Great Expectations suites and the runner that splits rows into pass and quarantine."""

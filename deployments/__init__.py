@@ -1,0 +1,1 @@
+"""What a Prefect work pool, worker and local server need to run koa."""

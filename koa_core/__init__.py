@@ -1,0 +1,5 @@
+"""koa: nightly Kellgren-Lawrence grading of knee radiographs."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

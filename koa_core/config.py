@@ -1,0 +1,74 @@
+"""The one settings object: every default koa uses lives here (env prefix ``KOA_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """koa's configuration; each field can be set as ``KOA_<NAME>`` in the environment.
+
+    Every path koa writes lives under ``home`` (``KOA_HOME``, default ``./var``), so one
+    directory holds a site's models, results, runs and scratch space.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KOA_", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="Data root; every path below lives here.")
+
+    # Model input
+    input_size: int = Field(default=224, ge=32, le=1024)
+
+    # Accepted input geometry; outside these a file is quarantined, never allocated.
+    min_image_px: int = 256
+    max_image_px: int = 8192
+    max_file_bytes: int = 512 * 1024 * 1024
+
+    # Nightly run
+    chunk_size: int = Field(default=64, ge=1, description="Images per Dask task.")
+    max_quarantine_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    dask_address: str | None = Field(default=None, description="Existing scheduler; else LocalCluster.")
+    dask_workers: int = Field(default=2, ge=1)
+    dask_threads_per_worker: int = Field(default=1, ge=1)
+    gpu_resource: bool = Field(default=False, description="Route scoring to workers with GPU=1.")
+    keep_staged_files: bool = False
+    dicomweb_url: str | None = None
+
+    # Patient data: ids are keyed-hashed with this secret unless raw ids are enabled.
+    site_secret: SecretStr = SecretStr("koa-default-site-secret-change-me")
+    emit_raw_patient_ids: bool = False
+
+    # Training / promotion
+    promotion_min_qwk_gain: float = 0.005
+    promotion_max_auc_loss: float = 0.005
+    seed: int = 0
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.home / "incoming"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.home / "results"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once from the environment (tests call ``get_settings.cache_clear()``)."""
+    return Settings()

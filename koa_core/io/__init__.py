@@ -1,0 +1,1 @@
+"""Reading radiographs: DICOM, PNG/JPEG/TIFF, and batch sources."""
