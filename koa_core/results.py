@@ -1,0 +1,451 @@
+"""Results tables (scores, quarantine, runs): Parquet schemas and atomic partition writes."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import numbers
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import filelock
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from koa_core.errors import KoaError, OutputWriteError
+
+# Layout under ``results_root`` (``Settings().results_dir``)::
+#
+#     scores/batch_date=YYYY-MM-DD/part-0.parquet      one partition per nightly batch
+#     quarantine/batch_date=YYYY-MM-DD/part-0.parquet
+#     runs/batch_date=YYYY-MM-DD/<run_id>.parquet       one small file per run
+#     _work/                                            temp and aside dirs, lock files
+#
+# ``batch_date`` is a hive partition key AND a column inside every file, because pyarrow,
+# polars and duckdb disagree on how they type partition keys. ``_work`` lives beside the
+# datasets rather than inside them: duckdb's ``*/*.parquet`` glob and polars' directory scan
+# do not skip ``_``- or ``.``-prefixed directories (verified), so a leftover from a crash
+# inside ``scores/`` would be read as data. Read with any of::
+#
+#     pyarrow.dataset.dataset("scores", partitioning=HIVE_PARTITIONING, schema=scores_schema())
+#     duckdb: read_parquet('scores/*/*.parquet', hive_partitioning=true)
+#     polars.scan_parquet("scores", hive_partitioning=True)
+#
+# Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS`` and
+# ``RUNS_COLUMNS`` (render them with ``columns_markdown``); the descriptions also travel
+# in each Parquet field's metadata.
+
+
+class SchemaMismatchError(KoaError, ValueError):
+    """Rows or a table that do not fit a results schema; the message names the column."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One documented column of a results table."""
+
+    name: str
+    type: pa.DataType
+    nullable: bool
+    description: str
+
+
+SCORES = "scores"
+QUARANTINE = "quarantine"
+RUNS = "runs"
+WORK_DIR = "_work"
+PARTITION_FILE = "part-0.parquet"
+QUARANTINE_STAGES = ("read", "manifest", "model_input", "predictions")
+RUN_STATUSES = ("running", "completed", "failed")
+LOCK_TIMEOUT_S = 600.0
+HIVE_PARTITIONING = ds.partitioning(pa.schema([("batch_date", pa.date32())]), flavor="hive")
+
+_UTC_US = pa.timestamp("us", tz="UTC")
+_BATCH_DATE = Column("batch_date", pa.date32(), False, "Nightly batch date (also the partition).")
+_RUN_ID = Column("run_id", pa.string(), False, "Id of the run that wrote the row.")
+
+SCORES_COLUMNS: tuple[Column, ...] = (
+    _BATCH_DATE,
+    Column("sop_instance_uid", pa.string(), True, "(0008,0018) SOPInstanceUID; null for PNG/JPEG."),
+    Column("study_instance_uid", pa.string(), True, "(0020,000D) StudyInstanceUID."),
+    Column("series_instance_uid", pa.string(), True, "(0020,000E) SeriesInstanceUID."),
+    Column("patient_key", pa.string(), True, "Keyed hash of (0010,0020) PatientID ('anon-...')."),
+    Column("laterality", pa.string(), True, "'L', 'R' or null when unknown."),
+    Column("flipped", pa.bool_(), False, "Image mirrored to the canonical side before scoring."),
+    Column(
+        "source_path", pa.string(), False, "Where the input came from (path, URL, WADO-RS URL)."
+    ),
+    Column("source_sha256", pa.string(), False, "SHA-256 of the input file's bytes."),
+    Column("file_format", pa.string(), False, "'dicom', 'png', 'jpeg' or 'tiff'."),
+    *(Column(f"p_kl{g}", pa.float32(), False, f"Probability of KL grade {g}.") for g in range(5)),
+    Column("kl_grade", pa.int8(), False, "Most probable KL grade (0-4)."),
+    Column("p_koa", pa.float32(), False, "Probability of radiographic OA, P(KL >= 2)."),
+    Column("model_version", pa.string(), False, "Registry version of the scoring model."),
+    Column("weights_sha256", pa.string(), False, "SHA-256 of the model weights file."),
+    Column("preprocess_version", pa.string(), False, "koa_core.preprocess.PREPROCESS_VERSION."),
+    _RUN_ID,
+    Column("scored_at", _UTC_US, False, "When the image was scored (UTC)."),
+    Column("input_mean", pa.float32(), False, "Mean of the preprocessed model input (drift)."),
+    Column("input_std", pa.float32(), False, "Std of the preprocessed model input (drift)."),
+)
+QUARANTINE_COLUMNS: tuple[Column, ...] = (
+    _BATCH_DATE,
+    Column("source_path", pa.string(), False, "Where the input came from."),
+    Column("source_sha256", pa.string(), True, "SHA-256 of the bytes; null if never read."),
+    Column("stage", pa.string(), False, "Where it stopped: " + ", ".join(QUARANTINE_STAGES) + "."),
+    Column("reasons", pa.string(), False, "Stable reason codes, ';'-joined (e.g. 'not_dicom')."),
+    Column("detail", pa.string(), True, "Human-readable detail (no raw patient ids)."),
+    _RUN_ID,
+    Column("quarantined_at", _UTC_US, False, "When the input was quarantined (UTC)."),
+)
+RUNS_COLUMNS: tuple[Column, ...] = (
+    _RUN_ID,
+    _BATCH_DATE,
+    Column("started_at", _UTC_US, False, "Run start (UTC)."),
+    Column("finished_at", _UTC_US, True, "Run end (UTC); null while running."),
+    Column("n_inputs", pa.int64(), False, "Files found in the batch."),
+    Column("n_scored", pa.int64(), False, "Rows written to scores."),
+    Column("n_quarantined", pa.int64(), False, "Rows written to quarantine."),
+    Column(
+        "model_version", pa.string(), True, "Model used; null if the run failed before loading."
+    ),
+    Column("status", pa.string(), False, "One of: " + ", ".join(RUN_STATUSES) + "."),
+)
+_COLUMNS = {SCORES: SCORES_COLUMNS, QUARANTINE: QUARANTINE_COLUMNS, RUNS: RUNS_COLUMNS}
+_ALLOWED: dict[str, dict[str, tuple[str, ...]]] = {
+    QUARANTINE: {"stage": QUARANTINE_STAGES},
+    RUNS: {"status": RUN_STATUSES},
+}
+_SORT_KEYS = {SCORES: "source_path", QUARANTINE: "source_path", RUNS: "started_at"}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the runs table."""
+
+    run_id: str
+    batch_date: date
+    started_at: datetime
+    finished_at: datetime | None
+    n_inputs: int
+    n_scored: int
+    n_quarantined: int
+    model_version: str | None
+    status: str
+
+
+def table_schema(table_name: str) -> pa.Schema:
+    """The Parquet schema of ``scores``, ``quarantine`` or ``runs`` (descriptions in metadata)."""
+    try:
+        columns = _COLUMNS[table_name]
+    except KeyError:
+        raise ValueError(
+            f"unknown results table {table_name!r}; expected one of {sorted(_COLUMNS)}"
+        ) from None
+    return pa.schema(
+        pa.field(c.name, c.type, nullable=c.nullable, metadata={"description": c.description})
+        for c in columns
+    )
+
+
+def scores_schema() -> pa.Schema:
+    """The schema of the per-image scores table."""
+    return table_schema(SCORES)
+
+
+def columns_markdown(table_name: str) -> str:
+    """A Markdown table of a results table's columns (for the README)."""
+    lines = ["| column | type | nullable | description |", "|---|---|---|---|"]
+    lines += [
+        f"| `{c.name}` | {c.type} | {'yes' if c.nullable else 'no'} | {c.description} |"
+        for c in _COLUMNS[table_name]
+    ]
+    return "\n".join(lines)
+
+
+def build_table(table_name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Turn dict rows into a table of the named schema, checking every value.
+
+    Args:
+        table_name: ``"scores"``, ``"quarantine"`` or ``"runs"``.
+        rows: One mapping per row; missing keys are nulls.
+
+    Returns:
+        A table whose schema equals ``table_schema(table_name)``.
+
+    Raises:
+        SchemaMismatchError: An unknown key, a value of the wrong type or out of range,
+            a null in a non-nullable column, or a value outside its allowed set; the
+            message names the column.
+    """
+    schema = table_schema(table_name)
+    rows = list(rows)
+    unknown = set().union(*rows) - set(schema.names) if rows else set()
+    if unknown:
+        raise SchemaMismatchError(f"{table_name}: unknown columns {sorted(unknown)}")
+    arrays = [
+        _column_array(table_name, field, [row.get(field.name) for row in rows]) for field in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def build_scores_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """``build_table("scores", rows)``."""
+    return build_table(SCORES, rows)
+
+
+def _column_array(table_name: str, field: pa.Field, values: list[Any]) -> pa.Array:
+    # pyarrow silently truncates 1.5 to 1 when building an integer array.
+    if pa.types.is_integer(field.type) and any(
+        v is not None and not isinstance(v, numbers.Integral) for v in values
+    ):
+        raise SchemaMismatchError(f"{table_name}.{field.name} ({field.type}): non-integer value")
+    try:
+        array = pa.array(values, type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
+        raise SchemaMismatchError(f"{table_name}.{field.name} ({field.type}): {exc}") from exc
+    if not field.nullable and array.null_count:
+        row = values.index(None)
+        raise SchemaMismatchError(f"{table_name}.{field.name} must not be null (row {row})")
+    allowed = _ALLOWED.get(table_name, {}).get(field.name, ())
+    bad = sorted({v for v in values if v is not None} - set(allowed)) if allowed else []
+    if bad:
+        raise SchemaMismatchError(f"{table_name}.{field.name}: {bad} not in {list(allowed)}")
+    return array
+
+
+def write_partition(table_name: str, batch_date: date, table: pa.Table, results_root: Path) -> Path:
+    """Replace one ``batch_date=`` partition of a results dataset atomically.
+
+    The new partition is written and fsynced under ``results_root/_work`` (same
+    filesystem), then swapped in with one ``renameat2(RENAME_EXCHANGE)`` where the
+    filesystem supports it, else by renaming the old partition aside and the new one
+    in. Readers never see half a batch or duplicates; after a crash the dataset holds
+    either the old or the new complete partition, and the next write (or
+    ``recover``) clears what is left in ``_work``.
+
+    Args:
+        table_name: ``"scores"`` or ``"quarantine"``.
+        batch_date: The partition; every row's ``batch_date`` must equal it.
+        table: A table from ``build_table`` (zero rows leaves an empty partition).
+        results_root: ``Settings().results_dir``.
+
+    Returns:
+        The partition directory.
+
+    Raises:
+        SchemaMismatchError: ``table`` does not have the table's schema or date.
+        OutputWriteError: Any ``OSError`` on the way (ENOSPC, EDQUOT, EFBIG, EACCES,
+            EPERM, EROFS, ENOTDIR, a lock timeout...); nothing partial is left in the
+            dataset.
+    """
+    if table_name == RUNS:
+        raise ValueError("the runs table is written one run at a time: use append_run_summary")
+    _check_table(table_name, batch_date, table)
+    final = results_root / table_name / _partition_name(batch_date)
+    try:
+        with _locked(results_root, table_name) as work:
+            _recover(results_root, table_name)
+            staged = work / f"{final.name}.{uuid.uuid4().hex}.tmp"
+            _write_parquet_dir(staged, table)
+            _swap_into_place(staged, final)
+    except OSError as exc:
+        raise OutputWriteError(final, _describe(exc)) from exc
+    return final
+
+
+def recover(results_root: Path, table_name: str) -> None:
+    """Clear what a crashed write left in ``_work``, restoring an aside partition if needed.
+
+    ``write_partition`` does this first; a flow may also call it at start so that a
+    night hidden by a crash between the two fallback renames reappears before any
+    reader looks.
+
+    Raises:
+        OutputWriteError: The work directory could not be cleared.
+    """
+    try:
+        with _locked(results_root, table_name):
+            _recover(results_root, table_name)
+    except OSError as exc:
+        raise OutputWriteError(results_root / WORK_DIR / table_name, _describe(exc)) from exc
+
+
+def _recover(results_root: Path, table_name: str) -> None:
+    for leftover in sorted((results_root / WORK_DIR / table_name).iterdir()):
+        partition, _, kind = leftover.name.partition(".")
+        final = results_root / table_name / partition
+        if kind.endswith(".old") and not final.exists():
+            # An aside partition is always complete: it was the live one.
+            leftover.rename(final)
+        elif leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+
+
+def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
+    """Write (or rewrite, e.g. ``running`` -> ``completed``) one run's row atomically.
+
+    Args:
+        summary: The row; ``run_id`` must be a plain file name.
+        results_root: ``Settings().results_dir``.
+
+    Returns:
+        The file ``runs/batch_date=.../<run_id>.parquet``.
+
+    Raises:
+        SchemaMismatchError: A value that does not fit the runs schema or an unsafe run id.
+        OutputWriteError: The file could not be written.
+    """
+    if not _SAFE_NAME.fullmatch(summary.run_id):
+        raise SchemaMismatchError(f"runs.run_id {summary.run_id!r} is not a safe file name")
+    table = build_table(RUNS, [asdict(summary)])
+    final = results_root / RUNS / _partition_name(summary.batch_date) / f"{summary.run_id}.parquet"
+    try:
+        with _locked(results_root, RUNS) as work:
+            _recover(results_root, RUNS)
+            staged = work / f"{final.parent.name}.{uuid.uuid4().hex}.tmp"
+            _write_parquet_file(staged, table)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staged.replace(final)
+            _fsync_dir(final.parent)
+    except OSError as exc:
+        raise OutputWriteError(final, _describe(exc)) from exc
+    return final
+
+
+def read_table(table_name: str, results_root: Path, batch_date: date | None = None) -> pa.Table:
+    """Read a results table (one partition or all), typed by its schema and sorted.
+
+    Args:
+        table_name: ``"scores"``, ``"quarantine"`` or ``"runs"``.
+        results_root: ``Settings().results_dir``.
+        batch_date: Only this partition; ``None`` reads every partition.
+
+    Returns:
+        The rows, sorted by ``batch_date`` then source path (runs: start time); an
+        empty table of the right schema when nothing has been written.
+    """
+    schema = table_schema(table_name)
+    directory = results_root / table_name
+    if not directory.is_dir():
+        return schema.empty_table()
+    dataset = ds.dataset(directory, format="parquet", schema=schema, partitioning=HIVE_PARTITIONING)
+    filter_ = ds.field("batch_date") == batch_date if batch_date is not None else None
+    table = dataset.to_table(filter=filter_)
+    return table.sort_by([("batch_date", "ascending"), (_SORT_KEYS[table_name], "ascending")])
+
+
+def read_scores(results_root: Path, batch_date: date | None = None) -> pa.Table:
+    """``read_table("scores", results_root, batch_date)``."""
+    return read_table(SCORES, results_root, batch_date)
+
+
+def _check_table(table_name: str, batch_date: date, table: pa.Table) -> None:
+    schema = table_schema(table_name)
+    if not table.schema.equals(schema):
+        raise SchemaMismatchError(
+            f"{table_name}: table schema differs from table_schema({table_name!r}); "
+            "build it with build_table"
+        )
+    dates = set(table.column("batch_date").to_pylist())
+    if dates - {batch_date}:
+        raise SchemaMismatchError(
+            f"{table_name}.batch_date: rows dated {sorted(dates)} in {batch_date}"
+        )
+
+
+def _partition_name(batch_date: date) -> str:
+    return f"batch_date={batch_date.isoformat()}"
+
+
+@contextmanager
+def _locked(results_root: Path, table_name: str) -> Iterator[Path]:
+    """Hold the table's write lock; yields its work directory under ``_work``."""
+    work = results_root / WORK_DIR / table_name
+    work.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(work.parent / f"{table_name}.lock", timeout=LOCK_TIMEOUT_S):
+        yield work
+
+
+def _write_parquet_file(path: Path, table: pa.Table) -> None:
+    try:
+        with path.open("xb") as sink:
+            pq.write_table(table, sink, compression="zstd")
+            sink.flush()
+            os.fsync(sink.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _write_parquet_dir(directory: Path, table: pa.Table) -> None:
+    directory.mkdir()
+    try:
+        _write_parquet_file(directory / PARTITION_FILE, table)
+        _fsync_dir(directory)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(staged: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.exists():
+        staged.rename(final)
+    else:
+        try:
+            _exchange(staged, final)
+            old = staged
+        except _ExchangeUnsupportedError:
+            # Two renames leave a moment with no partition; ``recover`` restores the old one
+            # should the process die inside it.
+            old = staged.with_name(staged.name.removesuffix(".tmp") + ".old")
+            final.rename(old)
+            staged.rename(final)
+        shutil.rmtree(old)
+    _fsync_dir(final.parent)
+
+
+class _ExchangeUnsupportedError(Exception):
+    """No atomic directory exchange here (not Linux glibc, or the filesystem refuses it)."""
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically with Linux ``renameat2(..., RENAME_EXCHANGE)``."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        raise _ExchangeUnsupportedError
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise _ExchangeUnsupportedError
+        raise OSError(code, os.strerror(code), str(b))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return f"{code}: {exc.strerror or exc}"

@@ -1,0 +1,387 @@
+"""Tests for koa_core.results: schemas, atomic partition replacement, readers, write errors."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from koa_core import results
+from koa_core.errors import OutputWriteError
+from koa_core.results import (
+    QUARANTINE,
+    SCORES,
+    RunSummary,
+    SchemaMismatchError,
+    append_run_summary,
+    build_scores_table,
+    build_table,
+    read_scores,
+    read_table,
+    write_partition,
+)
+
+DAY1 = date(2024, 3, 1)
+DAY2 = date(2024, 3, 2)
+
+
+def score_rows(batch_date: date, n: int, seed: int = 0, tag: str = "a") -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        probs = rng.dirichlet(np.ones(5)).astype(np.float32)
+        rows.append(
+            {
+                "batch_date": batch_date,
+                "sop_instance_uid": f"1.2.3.{seed}.{i}",
+                "study_instance_uid": "1.2.3",
+                "series_instance_uid": "1.2.3.4",
+                "patient_key": f"anon-{i:032x}",
+                "laterality": "L" if i % 2 else None,
+                "flipped": bool(i % 2),
+                "source_path": f"/incoming/{batch_date}/{tag}{i:04d}.dcm",
+                "source_sha256": f"{i:064x}",
+                "file_format": "dicom",
+                **{f"p_kl{g}": float(probs[g]) for g in range(5)},
+                "kl_grade": int(np.argmax(probs)),
+                "p_koa": float(probs[2:].sum()),
+                "model_version": "v1",
+                "weights_sha256": "f" * 64,
+                "preprocess_version": "1",
+                "run_id": f"run-{tag}",
+                "scored_at": datetime(2024, 3, 2, 1, 2, 3, 456789, tzinfo=UTC),
+                "input_mean": float(rng.random()),
+                "input_std": float(rng.random()),
+            }
+        )
+    return rows
+
+
+def write_scores(root: Path, batch_date: date, n: int, tag: str) -> Path:
+    return write_partition(
+        SCORES, batch_date, build_scores_table(score_rows(batch_date, n, tag=tag)), root
+    )
+
+
+def work_leftovers(root: Path) -> list[str]:
+    """What is left in the per-table work dirs (lock files sit one level up)."""
+    work = root / results.WORK_DIR
+    return sorted(str(p.relative_to(work)) for p in work.glob("*/*"))
+
+
+def read_all_ways(root: Path) -> dict[str, list[str]]:
+    """source_path per reader: pyarrow dataset, duckdb hive glob, polars directory scan."""
+    scores = root / SCORES
+    dataset = ds.dataset(
+        scores,
+        format="parquet",
+        partitioning=results.HIVE_PARTITIONING,
+        schema=results.scores_schema(),
+    )
+    duck = duckdb.execute(
+        f"SELECT source_path FROM read_parquet('{scores}/*/*.parquet', hive_partitioning=true) "
+        "ORDER BY 1"
+    ).fetchall()
+    return {
+        "koa": read_scores(root).column("source_path").to_pylist(),
+        "pyarrow": sorted(dataset.to_table().column("source_path").to_pylist()),
+        "duckdb": [r[0] for r in duck],
+        "polars": sorted(
+            pl.scan_parquet(scores, hive_partitioning=True).collect()["source_path"].to_list()
+        ),
+    }
+
+
+def test_schema_columns_are_documented() -> None:
+    schema = results.scores_schema()
+    markdown = results.columns_markdown(SCORES)
+    for field in schema:
+        assert field.metadata[b"description"]
+        assert f"`{field.name}`" in markdown
+    expected_probs = {f"p_kl{g}" for g in range(5)} | {"p_koa"}
+    assert expected_probs <= set(schema.names)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("kl_grade", 300),
+        ("kl_grade", 1.5),
+        ("p_kl0", "high"),
+        ("source_sha256", None),
+        ("scored_at", "yesterday"),
+        ("flipped", 1.0),
+        ("batch_date", None),
+        ("p_kl5", 0.1),
+    ],
+)
+def test_build_rejects_rows_that_do_not_fit_and_names_the_column(
+    column: str, value: object
+) -> None:
+    rows = score_rows(DAY1, 3)
+    rows[1][column] = value
+    with pytest.raises(SchemaMismatchError, match=column):
+        build_scores_table(rows)
+
+
+def test_quarantine_stage_must_be_known() -> None:
+    row = {
+        "batch_date": DAY1,
+        "source_path": "/x.dcm",
+        "stage": "scoring",
+        "reasons": "not_dicom",
+        "run_id": "r",
+        "quarantined_at": datetime.now(UTC),
+    }
+    with pytest.raises(SchemaMismatchError, match="stage"):
+        build_table(QUARANTINE, [row])
+    row["stage"] = "read"
+    assert build_table(QUARANTINE, [row]).num_rows == 1
+
+
+def test_round_trip_types_in_every_reader(tmp_path: Path) -> None:
+    rows = score_rows(DAY1, 4, tag="x") + score_rows(DAY2, 3, tag="y")[:3]
+    write_partition(SCORES, DAY1, build_scores_table(rows[:4]), tmp_path)
+    write_partition(SCORES, DAY2, build_scores_table(rows[4:]), tmp_path)
+
+    table = read_scores(tmp_path)
+    assert table.schema.equals(results.scores_schema())
+    assert table.column("batch_date").to_pylist() == [DAY1] * 4 + [DAY2] * 3
+    np.testing.assert_array_equal(
+        table.column("p_kl3").to_numpy(), np.array([r["p_kl3"] for r in rows], dtype=np.float32)
+    )
+    assert table.column("scored_at").to_pylist()[0] == rows[0]["scored_at"]
+    assert read_scores(tmp_path, DAY2).num_rows == 3
+
+    duck = duckdb.execute(
+        f"SELECT typeof(batch_date), typeof(p_kl0), typeof(kl_grade), typeof(scored_at), count(*) "
+        f"FROM read_parquet('{tmp_path / SCORES}/*/*.parquet', hive_partitioning=true) GROUP BY ALL"
+    ).fetchall()
+    assert duck == [("DATE", "FLOAT", "TINYINT", "TIMESTAMP WITH TIME ZONE", 7)]
+
+    frame = pl.scan_parquet(tmp_path / SCORES, hive_partitioning=True).collect()
+    assert frame.schema["batch_date"] == pl.Date
+    assert frame.schema["p_koa"] == pl.Float32
+    assert frame.schema["kl_grade"] == pl.Int8
+    assert frame.schema["scored_at"] == pl.Datetime("us", "UTC")
+    assert frame.height == 7
+
+
+def test_replacing_a_partition_leaves_no_duplicates(tmp_path: Path) -> None:
+    write_scores(tmp_path, DAY1, 5, tag="old")
+    write_scores(tmp_path, DAY2, 2, tag="other")
+    write_scores(tmp_path, DAY1, 3, tag="new")
+
+    for reader, paths in read_all_ways(tmp_path).items():
+        assert len(paths) == 5, reader
+        assert sum("/new" in p for p in paths) == 3, reader
+        assert not any("/old" in p for p in paths), reader
+    assert work_leftovers(tmp_path) == []
+
+
+def test_replacement_without_atomic_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(a: Path, b: Path) -> None:
+        raise results._ExchangeUnsupportedError
+
+    monkeypatch.setattr(results, "_exchange", unsupported)
+    write_scores(tmp_path, DAY1, 4, tag="old")
+    write_scores(tmp_path, DAY1, 2, tag="new")
+    assert all(len(p) == 2 for p in read_all_ways(tmp_path).values())
+    assert work_leftovers(tmp_path) == []
+
+
+class Crash(BaseException):
+    """A process dying mid-write: nothing in results catches it."""
+
+
+def crash_writing_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_written(path: Path, table: pa.Table) -> None:
+        path.write_bytes(b"PAR1 half a file")
+        raise Crash
+
+    monkeypatch.setattr(results, "_write_parquet_file", half_written)
+
+
+def crash_before_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(a: Path, b: Path) -> None:
+        raise Crash
+
+    monkeypatch.setattr(results, "_exchange", crash)
+
+
+def crash_after_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(path: Path, *args: object, **kwargs: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(shutil, "rmtree", crash)
+
+
+def crash_between_fallback_renames(monkeypatch: pytest.MonkeyPatch) -> None:
+    crash_after_first_rename(monkeypatch)
+
+    def unsupported(a: Path, b: Path) -> None:
+        raise results._ExchangeUnsupportedError
+
+    monkeypatch.setattr(results, "_exchange", unsupported)
+
+
+def crash_after_first_rename(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_rename = Path.rename
+    calls: list[Path] = []
+
+    def rename_then_crash(self: Path, target: Any) -> Path:
+        calls.append(self)
+        if len(calls) > 1:
+            raise Crash
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_then_crash)
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [crash_writing_file, crash_before_swap, crash_after_exchange, crash_between_fallback_renames],
+)
+def test_crash_mid_write_leaves_one_complete_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inject: Callable[[pytest.MonkeyPatch], None]
+) -> None:
+    write_scores(tmp_path, DAY1, 4, tag="old")
+    with monkeypatch.context() as patch:
+        inject(patch)
+        with pytest.raises(Crash):
+            write_scores(tmp_path, DAY1, 2, tag="new")
+    assert work_leftovers(tmp_path), "the crash should leave something behind in _work"
+
+    # A crash between the fallback's two renames hides the night until recovery.
+    results.recover(tmp_path, SCORES)
+    for reader, paths in read_all_ways(tmp_path).items():
+        tags = {"old" if "/old" in p else "new" for p in paths}
+        assert (len(paths), tags) in ((4, {"old"}), (2, {"new"})), reader
+    assert work_leftovers(tmp_path) == []
+
+    write_scores(tmp_path, DAY1, 3, tag="next")
+    assert all(len(p) == 3 for p in read_all_ways(tmp_path).values())
+    assert work_leftovers(tmp_path) == []
+
+
+def test_crash_leftovers_are_invisible_before_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_scores(tmp_path, DAY1, 4, tag="old")
+    with monkeypatch.context() as patch:
+        crash_after_exchange(patch)
+        with pytest.raises(Crash):
+            write_scores(tmp_path, DAY1, 2, tag="new")
+    # The old partition now sits in _work as a full, valid Parquet file: no reader may see it.
+    for reader, paths in read_all_ways(tmp_path).items():
+        assert len(paths) == 2, reader
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[int]:
+    """RLIMIT_FSIZE makes the kernel refuse large writes (EFBIG), even for root."""
+    limit = 16 * 1024
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous_limit[1]))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def test_write_beyond_file_size_limit_leaves_old_partition(
+    tmp_path: Path, file_size_limit: int
+) -> None:
+    write_scores(tmp_path, DAY1, 2, tag="old")
+    big = build_scores_table(score_rows(DAY1, 2000, tag="new"))
+    with pytest.raises(OutputWriteError, match="EFBIG") as caught:
+        write_partition(SCORES, DAY1, big, tmp_path)
+    assert caught.value.path == str(tmp_path / SCORES / "batch_date=2024-03-01")
+    assert all(len(p) == 2 for p in read_all_ways(tmp_path).values())
+    assert work_leftovers(tmp_path) == []
+
+
+def test_results_root_under_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(OutputWriteError, match="ENOTDIR") as caught:
+        write_scores(blocker / "results", DAY1, 1, tag="a")
+    assert str(blocker) in caught.value.path
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_results_root(tmp_path: Path) -> None:
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(OutputWriteError, match="EACCES"):
+            write_scores(tmp_path / "results", DAY1, 1, tag="a")
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_partition_must_match_rows(tmp_path: Path) -> None:
+    with pytest.raises(SchemaMismatchError, match="batch_date"):
+        write_partition(SCORES, DAY2, build_scores_table(score_rows(DAY1, 1)), tmp_path)
+    foreign = pa.table({"batch_date": [DAY1]})
+    with pytest.raises(SchemaMismatchError, match="schema"):
+        write_partition(SCORES, DAY1, foreign, tmp_path)
+    runs = build_table(results.RUNS, [asdict(run_summary("r", "running", finished=False))])
+    with pytest.raises(ValueError, match="append_run_summary"):
+        write_partition(results.RUNS, DAY1, runs, tmp_path)
+
+
+def run_summary(run_id: str, status: str, finished: bool) -> RunSummary:
+    start = datetime(2024, 3, 2, 1, tzinfo=UTC)
+    return RunSummary(
+        run_id=run_id,
+        batch_date=DAY1,
+        started_at=start,
+        finished_at=start.replace(hour=2) if finished else None,
+        n_inputs=10,
+        n_scored=8 if finished else 0,
+        n_quarantined=2 if finished else 0,
+        model_version="v1",
+        status=status,
+    )
+
+
+def test_run_summary_rewrites_its_own_row(tmp_path: Path) -> None:
+    append_run_summary(run_summary("run-1", "running", finished=False), tmp_path)
+    append_run_summary(run_summary("run-1", "completed", finished=True), tmp_path)
+    append_run_summary(run_summary("run-2", "failed", finished=True), tmp_path)
+    runs = read_table(results.RUNS, tmp_path, DAY1)
+    assert dict(zip(runs["run_id"].to_pylist(), runs["status"].to_pylist(), strict=True)) == {
+        "run-1": "completed",
+        "run-2": "failed",
+    }
+    assert runs.schema.field("finished_at").type == pa.timestamp("us", tz="UTC")
+    assert work_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("run_id", ["../escape", ".hidden", "a/b", ""])
+def test_run_id_must_be_a_plain_file_name(tmp_path: Path, run_id: str) -> None:
+    with pytest.raises(SchemaMismatchError, match="run_id"):
+        append_run_summary(run_summary(run_id, "running", finished=False), tmp_path)
+
+
+def test_reading_before_any_write_gives_an_empty_typed_table(tmp_path: Path) -> None:
+    table = read_table(QUARANTINE, tmp_path)
+    assert table.num_rows == 0
+    assert table.schema.equals(results.table_schema(QUARANTINE))
