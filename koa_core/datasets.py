@@ -1,0 +1,422 @@
+"""KL-graded training datasets: discovery, validation, splits, preprocessing and caching.
+
+Two layouts are accepted:
+
+* **Image folder** (the public KL-graded knee sets, e.g. Kaggle's "Knee Osteoarthritis
+  Dataset with Severity Grading"): ``ROOT/{train,val,test}/{0..4}/*.png|jpg|jpeg``. Any
+  size, 8/16-bit grey or RGB with equal channels. Other top-level folders (such as
+  ``auto_test``) are ignored unless named in ``splits``. Without ``val`` a deterministic
+  15 % of ``train`` (by file-path hash) becomes the validation split.
+* **Labels table**: ``ROOT/labels.csv`` or ``ROOT/labels.parquet`` (or an explicit path)
+  with a ``kl_grade`` column (integer 0-4) and either ``file`` (path relative to ROOT) or
+  ``sop_instance_uid`` (matched to the DICOM files under ROOT). An optional ``split``
+  column (train/val/test) is used as given; otherwise rows are split 70/15/15 by a hash
+  of the patient (``patient_id`` column or DICOM (0010,0020) PatientID), else the study
+  (``study_instance_uid`` or (0020,000D) StudyInstanceUID), else the file path, so one
+  patient's knees never straddle train and test.
+
+Every image is read with ``koa_core.io.reader.read_radiograph`` and run through
+``koa_core.preprocess.preprocess`` once; the result is stored as uint8 (0-255 of the [0, 1]
+preprocessed image: a quarter of float32's memory, and finer than the 8-bit sources) and
+cached under ``cache_dir`` keyed by the dataset fingerprint, input size and
+``PREPROCESS_VERSION``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pydicom
+import torch
+from pydicom.errors import InvalidDicomError
+
+from koa_core.checkpoint import atomic_write_bytes
+from koa_core.errors import DatasetError, ImageReadError
+from koa_core.io.record import Radiograph
+from koa_core.preprocess import PREPROCESS_VERSION, preprocess
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+TABLE_NAMES = ("labels.csv", "labels.parquet")
+GRADES = range(5)
+VAL_SHARE = 0.15
+TEST_SHARE = 0.15
+CACHE_FORMAT = "1"
+GROUP_COLUMNS = ("patient_id", "study_instance_uid")
+
+Reader = Callable[[Path, int], Radiograph]
+LoadProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    """One labelled image: ``split`` is ``None`` until assigned, ``group`` its patient/study."""
+
+    path: Path
+    relpath: str
+    label: int
+    split: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of a dataset, with the reader's stable reason code."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Split:
+    """Preprocessed images of one split: ``images`` uint8 (N, S, S), ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: tuple[str, ...]
+
+    def class_counts(self) -> list[int]:
+        """Images per KL grade 0-4."""
+        return [int(count) for count in torch.bincount(self.labels, minlength=len(GRADES))]
+
+
+@dataclass(frozen=True)
+class KLDataset:
+    """A loaded dataset: its splits, fingerprint and the files that were skipped."""
+
+    root: Path
+    input_size: int
+    fingerprint: str
+    splits: dict[str, Split]
+    skipped: tuple[SkippedFile, ...]
+
+
+def _parse_grade(value: object, where: str) -> int:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not number.is_integer():
+        raise DatasetError(f"{where}: KL grade {value!r} is not an integer 0-4")
+    if int(number) not in GRADES:
+        raise DatasetError(f"{where}: KL grade {value!r} is outside 0-4")
+    return int(number)
+
+
+def _cell(row: pd.Series, column: str) -> str | None:
+    """A table cell as stripped text; ``None`` for a missing column, NA or an empty string."""
+    value = row.get(column)
+    if value is None or pd.isna(value):
+        return None
+    return str(value).strip() or None
+
+
+def list_image_folder(root: Path, splits: Sequence[str] = SPLITS) -> list[LabelledFile]:
+    """Labelled files of an image-folder dataset ``root/<split>/<grade>/<image>``.
+
+    Raises:
+        DatasetError: no ``train`` folder, a class folder that is not a grade 0-4, or an
+            image outside a class folder.
+    """
+    if not (root / "train").is_dir():
+        raise DatasetError(f"{root}: no train/ folder and no labels.csv/labels.parquet")
+    files = []
+    for split in splits:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        for entry in sorted(split_dir.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                if entry.suffix.lower() in IMAGE_SUFFIXES:
+                    raise DatasetError(f"{entry}: image outside a class folder 0-4")
+                continue
+            grade = _parse_grade(entry.name, f"{entry}: class folder")
+            files += [
+                LabelledFile(path, path.relative_to(root).as_posix(), grade, split)
+                for path in sorted(entry.rglob("*"))
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            ]
+    if not any(item.split == "val" for item in files):
+        files = [_carve_val(item) for item in files]
+    return files
+
+
+def _hash_fraction(key: str) -> float:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def _carve_val(item: LabelledFile) -> LabelledFile:
+    if item.split == "train" and _hash_fraction(item.relpath) < VAL_SHARE:
+        return replace(item, split="val")
+    return item
+
+
+def _read_table(table: Path) -> pd.DataFrame:
+    if table.suffix.lower() == ".parquet":
+        frame = pd.read_parquet(table)
+    else:
+        frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    frame.columns = [str(column).strip().lower() for column in frame.columns]
+    if "kl_grade" not in frame.columns:
+        raise DatasetError(f"{table}: no kl_grade column (columns: {list(frame.columns)})")
+    if "file" not in frame.columns and "sop_instance_uid" not in frame.columns:
+        raise DatasetError(f"{table}: needs a file or a sop_instance_uid column")
+    return frame
+
+
+def _dicom_uids(root: Path, table: Path) -> dict[str, Path]:
+    """(0008,0018) SOPInstanceUID of every DICOM file under ``root``."""
+    uids = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p != table):
+        try:
+            header = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
+            )
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        uid = header.get("SOPInstanceUID")
+        if uid:
+            uids[str(uid)] = path
+    return uids
+
+
+def _table_path(root: Path, row: pd.Series, uids: dict[str, Path] | None, where: str) -> Path:
+    if uids is not None:
+        uid = str(row["sop_instance_uid"]).strip()
+        if uid not in uids:
+            raise DatasetError(f"{where}: no DICOM file under {root} has SOPInstanceUID {uid}")
+        return uids[uid]
+    path = (root / str(row["file"]).strip()).resolve()
+    if not path.is_relative_to(root):
+        raise DatasetError(f"{where}: file {row['file']!r} lies outside {root}")
+    return path
+
+
+def read_labels_table(root: Path, table: Path) -> list[LabelledFile]:
+    """Labelled files listed in a CSV/Parquet labels table (see the module docstring).
+
+    Raises:
+        DatasetError: missing columns, a grade outside 0-4, an unknown split, a file listed
+            twice, or listed files that do not exist.
+    """
+    root, table = root.resolve(), table.resolve()
+    frame = _read_table(table)
+    uids = None if "file" in frame.columns else _dicom_uids(root, table)
+    files, missing = [], []
+    # Row numbers as a spreadsheet shows them: the header is row 1.
+    for number, (_, row) in enumerate(frame.iterrows(), start=2):
+        where = f"{table.name} row {number}"
+        path = _table_path(root, row, uids, where)
+        if not path.is_file():
+            missing.append(str(row.get("file", path)))
+            continue
+        split = (_cell(row, "split") or "").lower() or None
+        if split is not None and split not in SPLITS:
+            raise DatasetError(f"{where}: split {split!r} is not one of {SPLITS}")
+        group = next((_cell(row, c) for c in GROUP_COLUMNS if _cell(row, c)), None)
+        rel = path.relative_to(root).as_posix()
+        files.append(LabelledFile(path, rel, _parse_grade(row["kl_grade"], where), split, group))
+    if missing:
+        raise DatasetError(f"{table}: {len(missing)} listed files do not exist: {missing[:5]}")
+    counts = Counter(item.relpath for item in files)
+    duplicates = sorted(relpath for relpath, count in counts.items() if count > 1)
+    if duplicates:
+        raise DatasetError(f"{table}: files listed more than once: {duplicates[:5]}")
+    return files
+
+
+def discover(root: Path, labels: Path | None = None) -> list[LabelledFile]:
+    """The labelled files of the dataset at ``root`` (labels table if present, else folders).
+
+    Raises:
+        DatasetError: ``root`` is not a directory or holds no images.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    table = labels or next((root / n for n in TABLE_NAMES if (root / n).is_file()), None)
+    files = read_labels_table(root, table) if table else list_image_folder(root)
+    if not files:
+        raise DatasetError(f"{root}: no labelled images found")
+    return files
+
+
+def dataset_fingerprint(files: Sequence[LabelledFile]) -> str:
+    """sha256 over the sorted (relative path, file content sha256, label, split) records."""
+    digest = hashlib.sha256()
+    for item in sorted(files, key=lambda f: f.relpath):
+        with item.path.open("rb") as handle:
+            content = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest.update(f"{item.relpath}\t{content}\t{item.label}\t{item.split or ''}\n".encode())
+    return digest.hexdigest()
+
+
+def default_reader(path: Path, target_size: int) -> Radiograph:
+    """``koa_core.io.reader.read_radiograph`` (imported late: it pulls in every codec)."""
+    from koa_core.io.reader import read_radiograph
+
+    return read_radiograph(path, target_size=target_size)
+
+
+def preprocess_file(path: Path, input_size: int, reader: Reader) -> tuple[np.ndarray, str | None]:
+    """One image as uint8 (S, S) model input, and its patient (or study) id when known.
+
+    Raises:
+        ImageReadError: the reader could not use the file.
+    """
+    radiograph = reader(path, input_size)
+    meta = radiograph.meta
+    spacing = meta.pixel_spacing_mm[0] * radiograph.decode_scale if meta.pixel_spacing_mm else None
+    model_input = preprocess(radiograph.pixels, meta.laterality, input_size, spacing_mm=spacing)
+    pixels = np.rint(model_input.pixels * 255.0).astype(np.uint8)
+    return pixels, meta.patient_id or meta.study_instance_uid
+
+
+def _assign_split(item: LabelledFile) -> LabelledFile:
+    if item.split is not None:
+        return item
+    fraction = _hash_fraction(item.group or item.relpath)
+    split = "train" if fraction < 1 - VAL_SHARE - TEST_SHARE else "val"
+    return replace(item, split="test" if fraction >= 1 - TEST_SHARE else split)
+
+
+def _read_all(
+    files: Sequence[LabelledFile], input_size: int, reader: Reader, progress: LoadProgress | None
+) -> tuple[list[LabelledFile], list[npt.NDArray[np.uint8]], list[SkippedFile]]:
+    kept, images, skipped = [], [], []
+    for done, item in enumerate(files, start=1):
+        try:
+            pixels, group = preprocess_file(item.path, input_size, reader)
+        except ImageReadError as error:
+            skipped.append(SkippedFile(item.relpath, error.reason, error.detail))
+        else:
+            kept.append(_assign_split(replace(item, group=item.group or group)))
+            images.append(pixels)
+        if progress is not None:
+            progress(done, len(files))
+    return kept, images, skipped
+
+
+def _check_skipped(root: Path, total: int, skipped: Sequence[SkippedFile], share: float) -> None:
+    if not skipped:
+        return
+    reasons = "; ".join(f"{s.path}: {s.reason}: {s.detail}" for s in skipped[:5])
+    if len(skipped) > share * total:
+        raise DatasetError(
+            f"{root}: {len(skipped)} of {total} images unreadable"
+            f" (more than {share:.0%} allowed): {reasons}"
+        )
+    log.warning("%s: skipped %d of %d unreadable images: %s", root, len(skipped), total, reasons)
+
+
+def _build_splits(
+    root: Path, kept: Sequence[LabelledFile], images: Sequence[npt.NDArray[np.uint8]]
+) -> dict[str, Split]:
+    splits = {}
+    for name in SPLITS:
+        index = [i for i, item in enumerate(kept) if item.split == name]
+        if not index:
+            continue
+        splits[name] = Split(
+            images=torch.from_numpy(np.stack([images[i] for i in index])),
+            labels=torch.tensor([kept[i].label for i in index], dtype=torch.int64),
+            paths=tuple(kept[i].relpath for i in index),
+        )
+    if "train" not in splits or "val" not in splits:
+        raise DatasetError(f"{root}: needs both train and val images, has {sorted(splits)}")
+    empty = [f"KL{g}" for g, n in enumerate(splits["train"].class_counts()) if n == 0]
+    if empty:
+        raise DatasetError(f"{root}: the train split has no images of {', '.join(empty)}")
+    return splits
+
+
+def _cache_file(cache_dir: Path, fingerprint: str, input_size: int) -> Path:
+    key = hashlib.sha256(f"{fingerprint}:{input_size}:{PREPROCESS_VERSION}:{CACHE_FORMAT}".encode())
+    return cache_dir / f"kl-{key.hexdigest()[:24]}.npz"
+
+
+def _write_cache(path: Path, splits: dict[str, Split], skipped: Sequence[SkippedFile]) -> None:
+    arrays: dict[str, npt.NDArray[np.generic]] = {
+        "skipped": np.array([[s.path, s.reason, s.detail] for s in skipped], dtype=str).reshape(
+            -1, 3
+        )
+    }
+    for name, split in splits.items():
+        arrays[f"{name}_images"] = split.images.numpy()
+        arrays[f"{name}_labels"] = split.labels.numpy()
+        arrays[f"{name}_paths"] = np.array(split.paths, dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_cache(path: Path) -> tuple[dict[str, Split], tuple[SkippedFile, ...]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            splits = {
+                name: Split(
+                    images=torch.from_numpy(data[f"{name}_images"]),
+                    labels=torch.from_numpy(data[f"{name}_labels"]),
+                    paths=tuple(str(p) for p in data[f"{name}_paths"]),
+                )
+                for name in SPLITS
+                if f"{name}_images" in data.files
+            }
+            skipped = tuple(SkippedFile(*map(str, row)) for row in data["skipped"])
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        log.warning("%s: ignoring unreadable dataset cache: %s", path, error)
+        return None
+    return splits, skipped
+
+
+def load_dataset(
+    root: Path,
+    input_size: int = 224,
+    labels: Path | None = None,
+    cache_dir: Path | None = None,
+    reader: Reader | None = None,
+    max_skipped_share: float = 0.1,
+    progress: LoadProgress | None = None,
+) -> KLDataset:
+    """Discover, validate, split, preprocess (or load from cache) a KL-graded dataset.
+
+    Args:
+        root: the dataset folder (image-folder layout or a labels table).
+        input_size: model input side; images are preprocessed to it.
+        labels: an explicit labels table (default: ``root/labels.csv|parquet`` if present).
+        cache_dir: where preprocessed tensors are cached; ``None`` disables the cache.
+        reader: image reader, default ``koa_core.io.reader.read_radiograph``.
+        max_skipped_share: unreadable files beyond this share fail the whole dataset.
+        progress: called with (images done, total) while preprocessing.
+
+    Raises:
+        DatasetError: the dataset cannot be used; the message names the problem.
+    """
+    files = discover(root, labels)
+    fingerprint = dataset_fingerprint(files)
+    cache = _cache_file(cache_dir, fingerprint, input_size) if cache_dir else None
+    cached = _read_cache(cache) if cache is not None and cache.is_file() else None
+    if cached is not None:
+        splits, skipped = cached
+        _check_skipped(root, len(files), skipped, max_skipped_share)
+        return KLDataset(root, input_size, fingerprint, splits, skipped)
+    kept, images, skipped_list = _read_all(files, input_size, reader or default_reader, progress)
+    _check_skipped(root, len(files), skipped_list, max_skipped_share)
+    splits = _build_splits(root, kept, images)
+    if cache is not None:
+        _write_cache(cache, splits, skipped_list)
+    return KLDataset(root, input_size, fingerprint, splits, tuple(skipped_list))
