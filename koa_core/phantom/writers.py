@@ -171,8 +171,13 @@ def save_dicom(ds: Dataset, path: Path, transfer_syntax: str = "explicit") -> No
 
 
 def model_input_png(image: KneeImage) -> npt.NDArray[np.uint8]:
-    """The 224 px, 8-bit, joint-centred crop koa's preprocessing makes of ``image``."""
-    model_input = preprocess(image.bone_bright(), image.laterality, PNG_SIZE, image.spacing_mm)
+    """The 224 px, 8-bit, joint-centred crop of ``image``, in its own orientation.
+
+    Like the public KL datasets, left knees are not mirrored here: the file name and the
+    ``laterality`` text chunk say which side it is, and koa's preprocessing mirrors it when
+    the image is read, exactly as for a full radiograph.
+    """
+    model_input = preprocess(image.bone_bright(), None, PNG_SIZE, image.spacing_mm)
     return np.asarray(np.rint(model_input.pixels * 255.0), dtype=np.uint8)
 
 
@@ -289,7 +294,7 @@ def kl_folder_image(
 ) -> PhantomRecord:
     """Render and write image ``index`` to ``OUT/<split>/<label>/``; pure in its arguments.
 
-    PNGs are the 224 px model input (left knees mirrored), named ``<index>_<laterality>.png``;
+    PNGs are the 224 px joint-centred crop (not mirrored), named ``<index>_<laterality>.png``;
     DICOMs are whole radiographs. With ``label_noise`` the folder (and the grade written in
     the file) is a reader's label, adjacent to the true grade with that probability.
     """
