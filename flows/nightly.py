@@ -1,0 +1,259 @@
+"""The nightly scoring flow: pull, check, preprocess and score on Dask, write Parquet."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import dask
+import pandas as pd
+from filelock import FileLock, Timeout
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.runtime import flow_run
+
+from data_checks.runner import check_batch_level, run_suite
+from flows.reporting import publish_nightly_artifacts
+from flows.runners import dask_task_runner
+from koa_core import batch, results
+from koa_core.config import Settings, get_settings
+from koa_core.errors import BatchFailedError, KoaError
+from koa_core.io.sources import BatchListing, cleanup_staging, pull_batch, staging_dir_for
+from koa_core.manifest import build_manifest
+from koa_core.prepare import prepare_chunk
+from koa_core.registry import ModelRegistry
+from koa_core.scoring import score_chunk
+
+
+class ConcurrentRunError(KoaError):
+    """Another run of the same batch date holds its lock."""
+
+
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=None)
+def pull(source: str, batch_date: date, staging_dir: Path) -> BatchListing:
+    """List (and for remote sources, stage) the night's files."""
+    return pull_batch(source, batch_date, staging_dir)
+
+
+@task
+def read_headers(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Header-only manifest rows for a chunk of files."""
+    rows = build_manifest([Path(item["path"]) for item in files])
+    return [{**row, "origin": item["origin"]} for row, item in zip(rows, files, strict=True)]
+
+
+@task
+def prepare(rows: list[dict[str, Any]], scratch: str, chunk_id: int, size: int) -> dict[str, Any]:
+    """Decode, preprocess and check the model inputs of one chunk (on a Dask worker)."""
+    prepared = prepare_chunk(rows, Path(scratch), chunk_id, size)
+    checked = run_suite(pd.DataFrame(prepared.rows), "model_input")
+    return {
+        "array_path": prepared.array_path,
+        "rows": _records(checked.passed),
+        "read_failures": prepared.failures,
+        "input_failures": _records(checked.quarantined),
+    }
+
+
+@task
+def score(prepared: dict[str, Any], model_dir: str, threads: int) -> list[dict[str, Any]]:
+    """Score one prepared chunk with the model, loaded once per worker."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return score_chunk(prepared["array_path"], prepared["rows"], model_dir)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with ``None`` (not NaN) for missing values, as the writers expect."""
+    if frame.empty:
+        return []
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")  # type: ignore[no-any-return]
+
+
+def _run_id() -> str:
+    return str(flow_run.get_id() or uuid4())
+
+
+def _batch_lock(settings: Settings, batch_date: date) -> FileLock:
+    path = settings.runs_dir / f"{batch_date.isoformat()}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=0)
+
+
+@flow(name="nightly-scoring", task_runner=dask_task_runner())
+def nightly_scoring(
+    batch_date: date | None = None, source: str | None = None, model: str = "champion"
+) -> dict[str, Any]:
+    """Score one night's knee radiographs; every input ends up scored or quarantined.
+
+    Args:
+        batch_date: The night to score (default: yesterday).
+        source: Folder, fsspec URL or DICOMweb URL (default: ``$KOA_HOME/incoming``).
+        model: Registry reference: ``champion``, ``latest`` or a version id.
+    """
+    settings = get_settings()
+    day = batch_date or date.today() - timedelta(days=1)
+    lock = _batch_lock(settings, day)
+    try:
+        lock.acquire()
+    except Timeout as error:
+        raise ConcurrentRunError(
+            f"another run of batch {day} is in progress (lock {lock.lock_file}); refusing to start"
+        ) from error
+    try:
+        return _score_night(settings, day, source or str(settings.incoming_dir), model)
+    finally:
+        lock.release()
+
+
+def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> dict[str, Any]:
+    logger = get_run_logger()
+    version = ModelRegistry().get(model_ref)
+    run = batch.RunContext(day, _run_id(), version.version, version.weights_sha256)
+    started = datetime.now(UTC)
+    run_dir = settings.runs_dir / day.isoformat() / run.run_id
+    for table in (results.SCORES, results.QUARANTINE):
+        results.recover(settings.results_dir, table)
+    listing = pull(source, day, staging_dir_for(day, settings))
+    logger.info(
+        "batch %s: %d files, %d rejected unread", day, len(listing.files), len(listing.rejected)
+    )
+    night = _process(settings, listing, run, run_dir, str(version.path))
+    summary = _write(settings, listing, run, night, started)
+    publish_nightly_artifacts(summary, night["quarantine"])
+    cleanup_staging(staging_dir_for(day, settings), keep=settings.keep_staged_files)
+    shutil.rmtree(run_dir / "inputs", ignore_errors=True)
+    if summary["status"] == "failed":
+        raise BatchFailedError(summary["failure"])
+    return summary
+
+
+def _process(
+    settings: Settings, listing: BatchListing, run: batch.RunContext, run_dir: Path, model_dir: str
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    quarantine = [
+        batch.quarantine_row({"origin": r.origin}, "read", r.reason, r.detail, run, now)
+        for r in listing.rejected
+    ]
+    files = [{"path": str(f.path), "origin": f.origin} for f in listing.files]
+    header_chunks = read_headers.map(list(batch.chunked(files, 4 * settings.chunk_size)))
+    manifest = [row for rows in header_chunks.result() for row in rows]
+    checked = run_suite(
+        pd.DataFrame(manifest),
+        "manifest",
+        data_docs_dir=run_dir / "data_docs",
+        run_name=f"{run.batch_date}-{run.run_id}",
+    )
+    quarantine += _quarantined(checked.quarantined, "manifest", run)
+    passed = _records(checked.passed)
+    chunks = list(batch.chunked(passed, settings.chunk_size))
+    prepared = prepare.map(
+        chunks, unmapped(str(run_dir / "inputs")), range(len(chunks)), unmapped(settings.input_size)
+    )
+    with dask.annotate(resources={"GPU": 1}) if settings.gpu_resource else _no_annotation():
+        scored = score.map(
+            prepared, unmapped(model_dir), unmapped(settings.dask_threads_per_worker)
+        )
+    predictions = []
+    for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
+        quarantine += [_failure(row, "read", run, now) for row in chunk["read_failures"]]
+        quarantine += _quarantined(pd.DataFrame(chunk["input_failures"]), "model_input", run)
+        predictions += rows
+    return {
+        "quarantine": quarantine,
+        "predictions": predictions,
+        "docs_path": checked.docs_path,
+        "n_inputs": len(files) + len(listing.rejected),
+    }
+
+
+def _no_annotation() -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _failure(
+    row: dict[str, Any], stage: str, run: batch.RunContext, at: datetime
+) -> dict[str, Any]:
+    return batch.quarantine_row(row, stage, row["reasons"], row.get("detail"), run, at)
+
+
+def _quarantined(frame: pd.DataFrame, stage: str, run: batch.RunContext) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [
+        batch.quarantine_row(row, stage, row["reasons"], row.get("read_error_detail"), run, now)
+        for row in _records(frame)
+    ]
+
+
+def _write(
+    settings: Settings,
+    listing: BatchListing,
+    run: batch.RunContext,
+    night: dict[str, Any],
+    started: datetime,
+) -> dict[str, Any]:
+    quarantine = night["quarantine"]
+    predictions = pd.DataFrame(night["predictions"]).assign(model_version=run.model_version)
+    checked = run_suite(predictions, "predictions") if night["predictions"] else None
+    now = datetime.now(UTC)
+    scores = [
+        batch.score_row(row, run, settings, now)
+        for row in (_records(checked.passed) if checked else [])
+    ]
+    if checked is not None:
+        quarantine += _quarantined(checked.quarantined, "predictions", run)
+    origins = [f.origin for f in listing.files] + [r.origin for r in listing.rejected]
+    batch.account(origins, scores, quarantine)
+    results.write_partition(
+        results.SCORES, run.batch_date, results.build_scores_table(scores), settings.results_dir
+    )
+    results.write_partition(
+        results.QUARANTINE,
+        run.batch_date,
+        results.build_table(results.QUARANTINE, quarantine),
+        settings.results_dir,
+    )
+    failure = _batch_failure(night["n_inputs"], len(quarantine), settings)
+    status = "failed" if failure else "completed"
+    results.append_run_summary(
+        results.RunSummary(
+            run.run_id,
+            run.batch_date,
+            started,
+            datetime.now(UTC),
+            night["n_inputs"],
+            len(scores),
+            len(quarantine),
+            run.model_version,
+            status,
+        ),
+        settings.results_dir,
+    )
+    return {
+        "batch_date": run.batch_date.isoformat(),
+        "run_id": run.run_id,
+        "model_version": run.model_version,
+        "n_inputs": night["n_inputs"],
+        "n_scored": len(scores),
+        "n_quarantined": len(quarantine),
+        "grades": batch.grade_distribution(scores),
+        "p_koa": [s["p_koa"] for s in scores],
+        "results_dir": str(settings.results_dir),
+        "docs_path": str(night["docs_path"] or ""),
+        "status": status,
+        "failure": failure,
+    }
+
+
+def _batch_failure(n_inputs: int, n_quarantined: int, settings: Settings) -> str | None:
+    try:
+        check_batch_level(n_inputs, n_quarantined, settings.max_quarantine_share)
+    except BatchFailedError as error:
+        return str(error)
+    return None

@@ -1,0 +1,76 @@
+"""Prefect artifacts of a nightly run: a Markdown summary and the table of quarantined files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+P_KOA_BINS = 10
+
+
+def _histogram(values: Sequence[float]) -> str:
+    counts, edges = np.histogram(values, bins=P_KOA_BINS, range=(0.0, 1.0))
+    widest = max(int(counts.max()), 1) if len(values) else 1
+    lines = [
+        f"{edges[i]:.1f}-{edges[i + 1]:.1f} | {'#' * round(20 * c / widest)} {c}"
+        for i, c in enumerate(counts)
+    ]
+    return "\n".join(["```", *lines, "```"])
+
+
+def nightly_markdown(summary: dict[str, Any], quarantine: Sequence[dict[str, Any]]) -> str:
+    """The run summary a person reads in the Prefect UI."""
+    reasons = Counter(r for row in quarantine for r in str(row["reasons"]).split(";"))
+    grades = "\n".join(f"| KL{g} | {n} |" for g, n in summary["grades"].items())
+    reason_lines = "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common()) or "| - | 0 |"
+    counts = (
+        f"| {summary['n_inputs']} | {summary['n_scored']} | {summary['n_quarantined']} "
+        f"| {summary['model_version']} |"
+    )
+    return f"""# Nightly scoring {summary["batch_date"]}: {summary["status"]}
+
+| inputs | scored | quarantined | model |
+|---|---|---|---|
+{counts}
+
+## Grade distribution
+| grade | images |
+|---|---|
+{grades}
+
+## P(KOA) histogram
+{_histogram(summary["p_koa"])}
+
+## Quarantine reasons
+| reason | files |
+|---|---|
+{reason_lines}
+
+Results: `{summary["results_dir"]}` · Data Docs: `{summary["docs_path"] or "none"}`
+"""
+
+
+def publish_nightly_artifacts(
+    summary: dict[str, Any], quarantine: Sequence[dict[str, Any]]
+) -> None:
+    """Attach the summary and the quarantine table to the current flow run."""
+    key = f"nightly-{summary['batch_date']}"
+    create_markdown_artifact(
+        nightly_markdown(summary, quarantine), key=key, description="Nightly scoring summary"
+    )
+    table = [
+        {
+            "source_path": row["source_path"],
+            "stage": row["stage"],
+            "reasons": row["reasons"],
+            "detail": row["detail"] or "",
+        }
+        for row in quarantine
+    ]
+    create_table_artifact(
+        table, key=f"{key}-quarantine", description="Files quarantined, with reasons"
+    )

@@ -1,0 +1,63 @@
+"""Batched inference on a prepared chunk: model inputs in, one probability row per image out.
+
+The model is loaded once per worker process (``loaded_model`` is cached), so a worker that
+scores many chunks pays for reading the weights once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from koa_core.inference import predict_dataset, resolve_device
+from koa_core.model import KLNet, ModelCard, load_model, read_card
+
+PROBABILITY_COLUMNS = tuple(f"p_kl{grade}" for grade in range(5))
+
+
+@lru_cache(maxsize=2)
+def loaded_model(model_dir: str, device: str) -> tuple[KLNet, ModelCard]:
+    """The model in ``model_dir`` (``weights.pt`` + ``card.json``) on ``device``, cached."""
+    card = read_card(Path(model_dir) / "card.json")
+    model = load_model(Path(model_dir) / "weights.pt", card, resolve_device(device))
+    return model, card
+
+
+def score_chunk(
+    array_path: str,
+    rows: list[dict[str, Any]],
+    model_dir: str,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
+    """Probabilities of KL 0-4, the grade and P(KOA) for the images of one chunk.
+
+    Args:
+        array_path: the chunk's uint8 stack written by ``prepare_chunk``.
+        rows: the rows that belong to the stack, in its order; a subset (the rows that
+            passed the model-input checks) is allowed: each row's ``array_index`` says which
+            image it is.
+        model_dir: folder with ``weights.pt`` and ``card.json``.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``rows`` extended with ``p_kl0``..``p_kl4``, ``kl_grade`` and ``p_koa``.
+    """
+    if not rows:
+        return []
+    model, card = loaded_model(model_dir, device)
+    stack = np.load(array_path, mmap_mode="r")
+    indices = [int(row["array_index"]) for row in rows]
+    images = torch.from_numpy(np.ascontiguousarray(stack[indices]))
+    probabilities = predict_dataset(model, card, images, batch_size=batch_size, device=device)
+    scored = []
+    for row, probs in zip(rows, probabilities, strict=True):
+        values = {name: float(p) for name, p in zip(PROBABILITY_COLUMNS, probs, strict=True)}
+        grade = int(np.argmax(probs))
+        scored.append({**row, **values, "kl_grade": grade, "p_koa": float(probs[2:].sum())})
+    return scored
