@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import dask
 import pandas as pd
+from dask.base import annotate
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task, unmapped
+from prefect.futures import PrefectFutureList, as_completed
 from prefect.runtime import flow_run
 
 from data_checks.runner import check_batch_level, run_suite
@@ -25,6 +27,9 @@ from koa_core.manifest import build_manifest
 from koa_core.prepare import prepare_chunk
 from koa_core.registry import ModelRegistry
 from koa_core.scoring import score_chunk
+
+# Log records of scoring progress carry (done, total) under this key.
+PROGRESS_KEY = "koa_progress"
 
 
 class ConcurrentRunError(KoaError):
@@ -70,7 +75,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with ``None`` (not NaN) for missing values, as the writers expect."""
     if frame.empty:
         return []
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")  # type: ignore[no-any-return]
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return [{str(key): value for key, value in row.items()} for row in records]
 
 
 def _run_id() -> str:
@@ -83,7 +89,7 @@ def _batch_lock(settings: Settings, batch_date: date) -> FileLock:
     return FileLock(path, timeout=0)
 
 
-@flow(name="nightly-scoring", task_runner=dask_task_runner())
+@flow(name="nightly-scoring", task_runner=dask_task_runner())  # type: ignore[arg-type]
 def nightly_scoring(
     batch_date: date | None = None, source: str | None = None, model: str = "champion"
 ) -> dict[str, Any]:
@@ -154,10 +160,12 @@ def _process(
     prepared = prepare.map(
         chunks, unmapped(str(run_dir / "inputs")), range(len(chunks)), unmapped(settings.input_size)
     )
-    with dask.annotate(resources={"GPU": 1}) if settings.gpu_resource else _no_annotation():
+    routing = annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext()
+    with routing:
         scored = score.map(
             prepared, unmapped(model_dir), unmapped(settings.dask_threads_per_worker)
         )
+    _report_progress(scored, len(passed))
     predictions = []
     for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
         quarantine += [_failure(row, "read", run, now) for row in chunk["read_failures"]]
@@ -171,10 +179,15 @@ def _process(
     }
 
 
-def _no_annotation() -> Any:
-    from contextlib import nullcontext
-
-    return nullcontext()
+def _report_progress(scored: PrefectFutureList[list[dict[str, Any]]], n_images: int) -> None:
+    """Log each finished chunk; ``koa_progress`` lets a terminal draw a progress bar."""
+    logger = get_run_logger()
+    done = 0
+    for future in as_completed(list(scored)):
+        done += len(future.result())
+        logger.info(
+            "scored %d of %d images", done, n_images, extra={PROGRESS_KEY: (done, n_images)}
+        )
 
 
 def _failure(

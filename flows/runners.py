@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
 
 from koa_core.config import Settings, get_settings
 

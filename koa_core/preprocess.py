@@ -80,7 +80,8 @@ def clip_to_percentiles(
 
 
 def to_right_orientation(
-    image: npt.NDArray[np.generic], laterality: str | None) -> tuple[npt.NDArray[np.generic], bool]:
+    image: npt.NDArray[np.generic], laterality: str | None
+) -> tuple[npt.NDArray[np.generic], bool]:
     """Mirror a left knee left-right so it looks like a right knee; return (image, flipped)."""
     if laterality == "L":
         return np.ascontiguousarray(image[:, ::-1]), True

@@ -107,7 +107,7 @@ def test_preprocess_is_deterministic_and_bounded(radiograph: np.ndarray) -> None
     second = preprocess(radiograph.copy(), "R", 224, spacing_mm=0.15)
     np.testing.assert_array_equal(first.pixels, second.pixels)
     assert first.pixels.shape == (224, 224) and first.pixels.dtype == np.float32
-    assert 0.0 <= first.pixels.min() and first.pixels.max() <= 1.0
+    assert first.pixels.min() >= 0.0 and first.pixels.max() <= 1.0
 
 
 def test_normalise_standardises() -> None:
