@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     # Nightly run
     chunk_size: int = Field(default=64, ge=1, description="Images per Dask task.")
     max_quarantine_share: float = Field(default=0.5, ge=0.0, le=1.0)
-    dask_address: str | None = Field(default=None, description="Existing scheduler; else LocalCluster.")
+    dask_address: str | None = Field(
+        default=None, description="Existing scheduler; else LocalCluster."
+    )
     dask_workers: int = Field(default=2, ge=1)
     dask_threads_per_worker: int = Field(default=1, ge=1)
     gpu_resource: bool = Field(default=False, description="Route scoring to workers with GPU=1.")
@@ -46,6 +48,9 @@ class Settings(BaseSettings):
     promotion_min_qwk_gain: float = 0.005
     promotion_max_auc_loss: float = 0.005
     seed: int = 0
+
+    # Scheduling: the zone the cron schedules in prefect.yaml run in (`koa serve` deploys them).
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
 
     @property
     def incoming_dir(self) -> Path:

@@ -1,0 +1,106 @@
+"""The Prefect UI in a real headless Chromium: start a custom deployment run, watch it complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+from tests.deployments.conftest import SAMPLE_DEPLOYMENT
+from tests.deployments.sample_flow import REPORT_KEY
+from tests.prefect_server import ServeProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium, never a browser downloaded by `playwright install`; no network chatter.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+# Playwright's assertions default to 5 s: too short for a page on a loaded 2-core machine.
+STEP_TIMEOUT_MS = 30_000
+RUN_TIMEOUT_MS = 90_000  # worker pickup, flow-run subprocess start, flow
+SCREENSHOT = "prefect-ui-custom-run.png"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium missing: run make system-deps"),
+]
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Page]:
+    """A page in a fresh Chromium profile, so the UI starts without saved preferences."""
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "chromium-profile",
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            context.set_default_timeout(STEP_TIMEOUT_MS)
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def _save_screenshot(page: Page, tmp_path: Path) -> Path:
+    path = tmp_path / SCREENSHOT
+    page.screenshot(path=path)
+    if target := os.environ.get("KOA_SCREENSHOT_DIR"):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / SCREENSHOT)
+    return path
+
+
+def test_a_custom_run_from_the_ui_completes_with_its_parameters(
+    koa_serve: ServeProcess, page: Page, tmp_path: Path
+) -> None:
+    run_name = f"ui-run-{uuid4().hex[:8]}"
+    deployment_name = SAMPLE_DEPLOYMENT.split("/")[1]
+
+    page.goto(koa_serve.url)
+    page.get_by_role("link", name="Deployments").click()
+    page.get_by_role("link", name=deployment_name, exact=True).click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Custom run").click()
+    name_field = page.get_by_label("Run Name")
+    # The form fills in a generated name once it has loaded; typing earlier gets overwritten.
+    expect(name_field).not_to_have_value("", timeout=STEP_TIMEOUT_MS)
+    name_field.fill(run_name)
+    page.get_by_label("greeting").fill("from the browser")
+    page.get_by_label("repeats").fill("3")
+    page.get_by_role("button", name="Submit").click()
+
+    # The confirmation toast links to the new run (the runs list hides it while Scheduled).
+    expect(page.get_by_text(f"{run_name} scheduled to start now")).to_be_visible(
+        timeout=STEP_TIMEOUT_MS
+    )
+    page.get_by_text("View run").click()
+    expect(page.get_by_text("Completed", exact=True)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    # Artifacts are stored before the run completes, so they are on the page once it loads.
+    page.get_by_role("tab", name="Artifacts").click()
+    expect(page.get_by_text(REPORT_KEY, exact=True)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    assert _save_screenshot(page, tmp_path).stat().st_size > 0
+
+    with get_client(sync_client=True) as client:
+        [flow_run] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
+        )
+    assert flow_run.state is not None and flow_run.state.is_completed()
+    # The form typed the number from the flow's schema: 3 arrives as an int, not "3".
+    assert flow_run.parameters == {"greeting": "from the browser", "repeats": 3}

@@ -1,0 +1,186 @@
+"""``koa serve`` for real: server, work pool, deployments from prefect.yaml, worker, runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect.cli.deploy._models import PrefectYamlModel
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.server.schemas.schedules import CronSchedule as ServerCronSchedule
+
+from deployments.serve import (
+    PROJECT_DIR,
+    WORK_POOL,
+    PrefectService,
+    PrefectServiceError,
+    wait_healthy,
+)
+from tests.deployments.conftest import SAMPLE_DEPLOYMENT, TIMEZONE, real_prefect_yaml
+from tests.deployments.sample_flow import REPORT_KEY, TABLE_KEY
+from tests.prefect_server import ServeProcess
+
+RUN_TIMEOUT_S = 120
+KOA_DEPLOYMENTS = {
+    "nightly-scoring": "flows/nightly.py:nightly_scoring",
+    "retrain": "flows/retrain.py:retrain",
+    "evaluate": "flows/evaluate.py:evaluate",
+}
+IDLE_POOL = "koa-no-worker"
+# Jobs that must never overlap: a second run while one is active is cancelled, not queued.
+EXCLUSIVE = ("nightly-scoring", "retrain")
+
+
+def _deployment(name: str) -> dict[str, Any]:
+    return next(d for d in real_prefect_yaml()["deployments"] if d["name"] == name)
+
+
+def _cron_period(cron: str) -> timedelta:
+    """Gap between two consecutive firings, as Prefect's scheduler computes them."""
+    schedule = ServerCronSchedule(cron=cron, timezone="UTC")
+    first, second = asyncio.run(schedule.get_dates(n=2, start=datetime(2026, 1, 1, tzinfo=UTC)))
+    return timedelta(seconds=(second - first).total_seconds())
+
+
+def test_prefect_yaml_is_valid_for_prefect() -> None:
+    model = PrefectYamlModel.model_validate(real_prefect_yaml())
+    assert {d.name: d.entrypoint for d in model.deployments} == KOA_DEPLOYMENTS
+
+
+def test_runs_enter_the_checkout_named_by_the_worker_environment() -> None:
+    # An absolute path here would tie every deployment to the machine that registered it.
+    assert real_prefect_yaml()["pull"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $KOA_PROJECT_DIR }}"}}
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(KOA_DEPLOYMENTS))
+def test_each_deployment_is_scheduled_on_the_koa_pool_with_a_checked_schema(name: str) -> None:
+    deployment = _deployment(name)
+    assert deployment["work_pool"]["name"] == WORK_POOL
+    assert deployment["enforce_parameter_schema"] is True
+    [schedule] = deployment["schedules"]
+    assert schedule["timezone"] == "{{ $KOA_TIMEZONE }}"
+    expected = timedelta(days=1) if name == "nightly-scoring" else timedelta(weeks=1)
+    assert _cron_period(schedule["cron"]) == expected
+
+
+@pytest.mark.parametrize("name", EXCLUSIVE)
+def test_exclusive_jobs_cancel_a_second_concurrent_run(name: str) -> None:
+    assert _deployment(name)["concurrency_limit"] == {
+        "limit": 1,
+        "collision_strategy": "CANCEL_NEW",
+    }
+
+
+def test_nightly_scores_yesterday_with_the_champion_by_default() -> None:
+    assert _deployment("nightly-scoring")["parameters"] == {
+        "batch_date": None,
+        "source": None,
+        "model": "champion",
+    }
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        service = PrefectService(tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(PrefectServiceError, match="already in use"):
+            service.start_server()
+    assert not service.log_dir.exists()
+
+
+def test_a_server_that_dies_fails_the_health_wait_with_its_log(tmp_path: Path) -> None:
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "print('database is locked'); raise SystemExit(3)"], stdout=log
+        )
+    with pytest.raises(PrefectServiceError, match=r"exited with 3:\n.*database is locked"):
+        wait_healthy(proc, "http://127.0.0.1:9/api", log_path, timeout=60)
+
+
+@pytest.mark.slow
+def test_registered_deployment_keeps_the_yaml_settings(koa_serve: ServeProcess) -> None:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(SAMPLE_DEPLOYMENT)
+    assert deployment.work_pool_name == WORK_POOL
+    assert deployment.pull_steps == real_prefect_yaml()["pull"]  # left unresolved
+    [schedule] = deployment.schedules
+    assert isinstance(schedule.schedule, CronSchedule)
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", TIMEZONE)
+    assert deployment.global_concurrency_limit is not None
+    assert deployment.global_concurrency_limit.limit == 1
+    assert deployment.concurrency_options is not None
+    assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
+
+
+@pytest.mark.slow
+def test_a_triggered_run_completes_in_the_checkout_and_publishes_artifacts(
+    koa_serve: ServeProcess,
+) -> None:
+    flow_run = run_deployment(
+        SAMPLE_DEPLOYMENT, parameters={"greeting": "guten morgen"}, timeout=RUN_TIMEOUT_S
+    )
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+    by_key = {artifact.key: artifact for artifact in artifacts}
+    table = json.loads(str(by_key[TABLE_KEY].data))
+    # repeats=2 comes from prefect.yaml, the greeting from this run: both reached the flow.
+    assert table == [{"index": i, "greeting": "guten morgen"} for i in range(2)]
+    # The worker runs from the data root; only the pull step can have moved the run here.
+    assert f"`{PROJECT_DIR}`" in str(by_key[REPORT_KEY].data)
+
+
+@pytest.mark.slow
+def test_the_server_rejects_parameters_that_break_the_flow_signature(
+    koa_serve: ServeProcess,
+) -> None:
+    with pytest.raises(PrefectHTTPStatusError, match="409"):
+        run_deployment(SAMPLE_DEPLOYMENT, parameters={"repeats": "many"}, timeout=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (PROJECT_DIR / "flows" / "retrain.py").exists(), reason="flows/retrain.py not yet written"
+)
+@pytest.mark.skipif(
+    not (PROJECT_DIR / "flows" / "evaluate.py").exists(), reason="flows/evaluate.py not yet written"
+)
+def test_the_real_prefect_yaml_deploys(koa_serve: ServeProcess, tmp_path: Path) -> None:
+    # Same server, but onto a pool no worker polls: the real schedules must never fire here.
+    config = real_prefect_yaml()
+    for deployment in config["deployments"]:
+        deployment["work_pool"]["name"] = IDLE_POOL
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(yaml.safe_dump(config))
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=IDLE_POOL, type="process"))
+    PrefectService(
+        koa_serve.home, port=koa_serve.port, prefect_file=prefect_file, timezone=TIMEZONE
+    ).deploy()
+    with get_client(sync_client=True) as client:
+        deployed = [d for d in client.read_deployments() if d.work_pool_name == IDLE_POOL]
+    assert {d.name: d.entrypoint for d in deployed} == KOA_DEPLOYMENTS
+    for deployment in deployed:
+        assert deployment.enforce_parameter_schema
+        [schedule] = deployment.schedules
+        assert isinstance(schedule.schedule, CronSchedule)
+        assert schedule.schedule.timezone == TIMEZONE
