@@ -1,0 +1,255 @@
+"""The ``koa train``, ``koa evaluate`` and ``koa models`` commands (registered in ``cli.py``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from koa_core.errors import KoaError
+
+if TYPE_CHECKING:
+    from koa_core.evaluation import PromotionOutcome
+    from koa_core.train import EpochStats
+
+# Exit status for a named koa error (unusable dataset, unknown model, corrupt weights).
+ERROR_EXIT = 2
+
+models_app = typer.Typer(help="List, show and promote registered model versions.")
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn a named koa error into one line on stderr and exit status 2, never a traceback."""
+    try:
+        yield
+    except KoaError as error:
+        err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", soft_wrap=True)
+        raise typer.Exit(ERROR_EXIT) from None
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def metrics_table(metrics: Mapping[str, Any], title: str) -> Table:
+    """The report's headline metrics (with 95 % intervals where computed) as a table."""
+    from koa_core.report import HEADLINES
+
+    table = Table("metric", "value", "95 % CI", title=title)
+    for row in HEADLINES:
+        if row.key not in metrics or (row.key == "ece_calibrated" and metrics[row.key] is None):
+            continue
+        interval = metrics.get(row.ci_key) if row.ci_key else None
+        ci = "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+        table.add_row(row.label, _fmt(metrics[row.key]), ci)
+    return table
+
+
+def _print_decision(outcome: PromotionOutcome) -> None:
+    from koa_core.report import comparison_table
+
+    if outcome.champion_metrics is not None and outcome.champion != outcome.challenger:
+        out.print(comparison_table(outcome.champion_metrics, outcome.challenger_metrics))
+    verdict = "[green]promoted[/]" if outcome.decision.promote else "[yellow]not promoted[/]"
+    out.print(
+        f"{outcome.challenger}: {verdict} (champion was {outcome.champion or 'none'}):"
+        f" {outcome.decision.reason}",
+        soft_wrap=True,
+    )
+
+
+def _epoch_progress(progress: Progress, epochs: int) -> Any:
+    task = progress.add_task("training", total=epochs, status="")
+
+    def update(stats: EpochStats) -> None:
+        mark = " *" if stats.improved else ""
+        status = (
+            f"loss {stats.train_loss:.4f}  val loss {stats.val_loss:.4f}"
+            f"  val QWK {stats.val_qwk:.4f}{mark}"
+        )
+        progress.update(task, completed=stats.epoch, total=stats.epochs, status=status)
+
+    return update
+
+
+def _load_progress(progress: Progress) -> Any:
+    task = progress.add_task("preprocessing", total=None, status="")
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return update
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        # The bars vanish when done: a summary (or a one-line error) follows them.
+        transient=True,
+    )
+
+
+def train_command(
+    data: Annotated[Path, typer.Option(help="Dataset folder (image folders or labels table).")],
+    labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 20).", min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation and shuffling.")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce or ordinal (default).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run.")] = False,
+    promote: Annotated[bool, typer.Option(help="Promote if it beats the champion.")] = False,
+    input_size: Annotated[int | None, typer.Option(help="Input side in px (default 224).")] = None,
+    width: Annotated[int | None, typer.Option(help="Stem channels (default 32).")] = None,
+    depth: Annotated[str | None, typer.Option(help="Blocks per stage, e.g. 1,1,1,1.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step (default 32).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Training directory.")] = None,
+) -> None:
+    """Train a KL-grading model, register it, evaluate it on val and test; optionally promote."""
+    from koa_core.evaluation import promote_if_better, train_and_register
+    from koa_core.train import TrainConfig
+
+    given: dict[str, Any] = {
+        "epochs": epochs,
+        "seed": seed,
+        "loss": loss,
+        "input_size": input_size,
+        "width": width,
+        "depth": None if depth is None else tuple(int(part) for part in depth.split(",")),
+        "batch_size": batch_size,
+        "lr": lr,
+        "threads": threads,
+    }
+    try:
+        config = TrainConfig(device=device, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    with clear_errors():
+        with _progress_bar() as progress:
+            version = train_and_register(
+                config,
+                data,
+                labels=labels,
+                out_dir=out_dir,
+                progress=_epoch_progress(progress, config.epochs),
+                resume=resume,
+                load_progress=_load_progress(progress),
+            )
+        document = version.document
+        out.print(
+            f"registered model version [bold]{version.version}[/]: best val QWK"
+            f" {document.get('best_val_qwk', float('nan')):.4f} at epoch"
+            f" {document.get('best_epoch')} of {len(document.get('history', []))}"
+        )
+        for split, metrics in version.metrics.items():
+            out.print(metrics_table(metrics, f"{version.version} on {split}"))
+        if promote:
+            _print_decision(promote_if_better(version, data, labels=labels, device=device))
+
+
+def evaluate_command(
+    model: Annotated[str, typer.Option(help="Version id, champion, latest or a directory.")],
+    data: Annotated[Path, typer.Option(help="Dataset folder (image folders or labels table).")],
+    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder.")] = None,
+) -> None:
+    """Evaluate a registered model on a labelled dataset; write and name its report."""
+    from koa_core.evaluation import evaluate_version
+
+    with clear_errors():
+        outcome = evaluate_version(
+            model, data, split, labels=labels, out_dir=out_dir, device=device
+        )
+    out.print(metrics_table(outcome.recorded_metrics(), f"{outcome.version} on {split}"))
+    if outcome.temperature is not None:
+        out.print(f"temperature (fitted on val): {outcome.temperature:.3f}")
+    out.print(f"report: {outcome.report.report_md}", soft_wrap=True)
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Every registered version: creation time, test QWK and AUC(KL>=2), the champion marked."""
+    from koa_core.registry import ModelRegistry
+
+    with clear_errors():
+        registry = ModelRegistry()
+        champion = registry.champion()
+        versions = registry.list_versions()
+    table = Table("", title="model versions (* champion); QWK and AUC(KL>=2) on test")
+    table.add_column("version", no_wrap=True)
+    for name in ("created (UTC)", "QWK", "AUC"):
+        table.add_column(name, no_wrap=True)
+    for version in versions:
+        test = version.metrics.get("test", {})
+        is_champion = champion is not None and champion.version == version.version
+        table.add_row(
+            "*" if is_champion else "",
+            version.version,
+            version.created_at[:16].replace("T", " "),
+            _fmt(test.get("qwk")),
+            _fmt(test.get("auc_koa")),
+        )
+    out.print(table)
+    if not versions:
+        out.print("no model versions registered yet")
+
+
+@models_app.command("show")
+def show_model(
+    ref: Annotated[str, typer.Argument(help="Version id, champion, latest or a directory.")],
+) -> None:
+    """The version's card.json: model card, provenance, hyper-parameters and metrics."""
+    from koa_core.registry import ModelRegistry
+
+    with clear_errors():
+        version = ModelRegistry().get(ref)
+    out.print_json(json.dumps(dict(version.document)))
+
+
+@models_app.command("promote")
+def promote_model(
+    ref: Annotated[str, typer.Argument(help="Version id, latest or a directory.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluate both models on this dataset's test split.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
+    force: Annotated[bool, typer.Option(help="Make it champion without the rule.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Promote a version if it beats the champion on the same test set (or ``--force`` it)."""
+    from koa_core.evaluation import promote_if_better
+    from koa_core.registry import ModelRegistry
+
+    with clear_errors():
+        if force:
+            version = ModelRegistry().set_champion(ref)
+            err.print(
+                f"[bold yellow]warning:[/] {version.version} made champion by --force,"
+                " without the promotion rule"
+            )
+            return
+        _print_decision(promote_if_better(ref, data, labels=labels, device=device))

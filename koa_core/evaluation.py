@@ -1,0 +1,365 @@
+"""Evaluate registered models on a labelled dataset, and train-then-register a challenger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from koa_core.calibration import apply_temperature, fit_temperature
+from koa_core.config import get_settings
+from koa_core.datasets import (
+    KLDataset,
+    LoadProgress,
+    Split,
+    dataset_fingerprint,
+    discover,
+    load_dataset,
+)
+from koa_core.errors import DatasetError
+from koa_core.inference import predict_dataset
+from koa_core.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
+from koa_core.model import ModelCard, load_model
+from koa_core.registry import ModelRegistry, ModelVersion, PromotionDecision
+from koa_core.report import ReportPaths, write_evaluation_report
+from koa_core.train import Progress, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SPLIT = "val"
+# The registry keeps metrics under these names (``card.json``'s "metrics" entry).
+REGISTRY_SPLIT_NAMES = {"val": "validation"}
+# log(0) would make a logit of -inf; the floor is far below any softmax output in float32.
+LOG_FLOOR = 1e-12
+INFERENCE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ProbabilityEvaluation:
+    """Metrics of one split's probabilities, with the temperature fitted on validation."""
+
+    metrics: EvaluationMetrics
+    temperature: float | None
+    calibrated_probs: NDArray[np.float64] | None
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """What ``evaluate_version`` measured and where it wrote the report."""
+
+    version: str
+    split: str
+    metrics: EvaluationMetrics
+    temperature: float | None
+    out_dir: Path
+    report: ReportPaths
+    dataset_fingerprint: str
+
+    def recorded_metrics(self) -> dict[str, Any]:
+        """The metrics as the registry stores them: ``to_dict()`` plus provenance."""
+        return {
+            **self.metrics.to_dict(),
+            "temperature": self.temperature,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "report": str(self.report.report_md),
+        }
+
+
+def logits_from_probabilities(probs: ArrayLike) -> NDArray[np.float64]:
+    """Log-probabilities, usable as logits: softmax is shift-invariant, so softmax(log p) = p."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), LOG_FLOOR, 1.0))
+
+
+def fit_probability_temperature(val_probs: ArrayLike, val_labels: ArrayLike) -> float:
+    """The temperature minimising validation NLL of softmax(log p / T)."""
+    return fit_temperature(logits_from_probabilities(val_probs), np.asarray(val_labels))
+
+
+def evaluate_probabilities(
+    y_true: ArrayLike,
+    probs: ArrayLike,
+    *,
+    val_labels: ArrayLike | None = None,
+    val_probs: ArrayLike | None = None,
+    threshold: float = 0.5,
+    n_bootstrap: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> ProbabilityEvaluation:
+    """Score ``probs`` against ``y_true``, calibrating with a temperature fitted on validation.
+
+    Args:
+        y_true: true KL grades of the evaluated split, shape (N,).
+        probs: the model's probabilities on it, shape (N, 5).
+        val_labels: validation grades; with ``val_probs``, enables temperature scaling.
+        val_probs: the model's probabilities on the validation split.
+        threshold: KOA operating point on p(KL>=2).
+        n_bootstrap: bootstrap resamples for the confidence intervals.
+        seed: bootstrap seed.
+    """
+    temperature: float | None = None
+    calibrated: NDArray[np.float64] | None = None
+    if val_labels is not None and val_probs is not None and len(np.asarray(val_labels)) > 0:
+        temperature = fit_probability_temperature(val_probs, val_labels)
+        calibrated = apply_temperature(logits_from_probabilities(probs), temperature)
+    metrics = evaluate_predictions(
+        y_true,
+        probs,
+        threshold,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        calibrated_probs=calibrated,
+    )
+    return ProbabilityEvaluation(metrics, temperature, calibrated)
+
+
+def dataset_cache_dir() -> Path:
+    """Where preprocessed datasets are cached (``$KOA_HOME/cache/datasets``)."""
+    return get_settings().home / "cache" / "datasets"
+
+
+def load_for_card(
+    data: Path | KLDataset,
+    card: ModelCard,
+    labels: Path | None = None,
+    progress: LoadProgress | None = None,
+) -> KLDataset:
+    """``data`` preprocessed at the card's input size (from the cache when possible).
+
+    Raises:
+        DatasetError: the dataset cannot be used, or a loaded one has another input size.
+    """
+    if isinstance(data, KLDataset):
+        if data.input_size != card.input_size:
+            raise DatasetError(
+                f"{data.root}: loaded at {data.input_size} px, the model needs {card.input_size}"
+            )
+        return data
+    return load_dataset(
+        data, card.input_size, labels=labels, cache_dir=dataset_cache_dir(), progress=progress
+    )
+
+
+def _split(dataset: KLDataset, name: str) -> Split:
+    if name not in dataset.splits:
+        raise DatasetError(
+            f"{dataset.root}: no {name!r} split (has {', '.join(sorted(dataset.splits))})"
+        )
+    return dataset.splits[name]
+
+
+def _default_out_dir(version: str, split: str) -> Path:
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+    return get_settings().home / "evaluations" / version / f"{split}-{stamp}"
+
+
+def evaluate_version(
+    version: ModelVersion | str | Path,
+    data: Path | KLDataset,
+    split: str = "test",
+    *,
+    labels: Path | None = None,
+    out_dir: Path | None = None,
+    device: str = "auto",
+    registry: ModelRegistry | None = None,
+    record: bool = True,
+) -> EvaluationOutcome:
+    """Evaluate a registered model on one split of a labelled dataset and write its report.
+
+    The temperature is fitted on the validation split (when the dataset has one and it is
+    not the split evaluated), ``metrics.json``, the plots and ``report.md`` go to
+    ``out_dir`` (default ``$KOA_HOME/evaluations/<version>/<split>-<timestamp>/``) and the
+    metrics are recorded on the version in the registry (``"val"`` as ``"validation"``).
+
+    Args:
+        version: a ``ModelVersion`` or a registry ref (id, ``champion``, ``latest``, path).
+        data: a dataset folder or an already loaded dataset.
+        split: ``test``, ``val`` or ``train``.
+        labels: an explicit labels table for ``data``.
+        out_dir: where the report goes.
+        device: ``auto``, ``cpu``, ``cuda``, ...
+        registry: default ``ModelRegistry()``.
+        record: attach the metrics to the version in the registry.
+
+    Raises:
+        ModelNotFoundError: ``version`` names no registered model.
+        CorruptCheckpointError: the weights fail their checksum or do not fit the card.
+        DatasetError: the dataset cannot be used or lacks ``split``.
+    """
+    registry = registry or ModelRegistry()
+    found = registry.verify(version if isinstance(version, ModelVersion) else registry.get(version))
+    card = found.model_card()
+    dataset = load_for_card(data, card, labels)
+    evaluated = _split(dataset, split)
+    model = load_model(found.weights_path, card, "cpu")
+    probs = predict_dataset(model, card, evaluated.images, INFERENCE_BATCH, device)
+    val = dataset.splits.get(VALIDATION_SPLIT) if split != VALIDATION_SPLIT else None
+    val_probs = (
+        None if val is None else predict_dataset(model, card, val.images, INFERENCE_BATCH, device)
+    )
+    result = evaluate_probabilities(
+        evaluated.labels.numpy(),
+        probs,
+        val_labels=None if val is None else val.labels.numpy(),
+        val_probs=val_probs,
+    )
+    target = out_dir or _default_out_dir(found.version, split)
+    report = write_evaluation_report(
+        result.metrics,
+        target,
+        title=f"Model {found.version} on {dataset.root.name}/{split}",
+        y_true=evaluated.labels.numpy(),
+        probs=probs,
+        calibrated_probs=result.calibrated_probs,
+    )
+    outcome = EvaluationOutcome(
+        found.version,
+        split,
+        result.metrics,
+        result.temperature,
+        target,
+        report,
+        dataset.fingerprint,
+    )
+    if record:
+        registry.record_metrics(
+            found, REGISTRY_SPLIT_NAMES.get(split, split), outcome.recorded_metrics()
+        )
+    return outcome
+
+
+def training_dir(config: TrainConfig, dataset: KLDataset) -> Path:
+    """A run directory fixed by the data and hyper-parameters, so ``resume`` finds it again."""
+    key = json.dumps(config.resume_key(), sort_keys=True).encode()
+    name = f"{dataset.fingerprint[:12]}-{hashlib.sha256(key).hexdigest()[:8]}"
+    return get_settings().runs_dir / "training" / name
+
+
+def train_and_register(
+    config: TrainConfig,
+    data: Path | KLDataset,
+    *,
+    labels: Path | None = None,
+    out_dir: Path | None = None,
+    progress: Progress | None = None,
+    resume: bool = False,
+    registry: ModelRegistry | None = None,
+    load_progress: LoadProgress | None = None,
+) -> ModelVersion:
+    """Train on ``data``, register the result, evaluate it on val and test; never promote.
+
+    The returned version carries the ``validation`` and ``test`` metrics (with the paths
+    of their reports); its card holds the hyper-parameters and the data fingerprint.
+
+    Args:
+        config: hyper-parameters (stored with the version).
+        data: a dataset folder or an already loaded dataset at ``config.input_size``.
+        labels: an explicit labels table for ``data``.
+        out_dir: the training directory (default under ``$KOA_HOME/runs/training``).
+        progress: called after every epoch.
+        resume: continue from ``out_dir``'s checkpoint when there is one.
+        registry: default ``ModelRegistry()``.
+        load_progress: called while images are preprocessed.
+
+    Raises:
+        DatasetError: the dataset cannot be used.
+        CorruptCheckpointError: ``resume`` found a damaged or mismatched checkpoint.
+    """
+    registry = registry or ModelRegistry()
+    dataset = load_for_card(data, config.card(), labels, load_progress)
+    run_dir = out_dir or training_dir(config, dataset)
+    result = train(config, dataset, run_dir, resume=resume, progress=progress)
+    version = registry.register(run_dir, hyperparameters=config.to_dict())
+    for split in (VALIDATION_SPLIT, "test"):
+        if split in dataset.splits:
+            evaluate_version(version, dataset, split, device=config.device, registry=registry)
+    log.info("registered %s (best val QWK %.4f)", version.version, result.best_val_qwk)
+    return registry.get(version.version)
+
+
+@dataclass(frozen=True)
+class PromotionOutcome:
+    """A promotion decision and the test metrics it compared (champion ``None`` if absent)."""
+
+    decision: PromotionDecision
+    challenger: str
+    champion: str | None
+    challenger_metrics: dict[str, Any]
+    champion_metrics: dict[str, Any] | None
+
+
+def _test_metrics(
+    version: ModelVersion,
+    data: Path | KLDataset | None,
+    fingerprint: str | None,
+    *,
+    labels: Path | None,
+    device: str,
+    registry: ModelRegistry,
+) -> dict[str, Any]:
+    """Test metrics of ``version`` on the dataset ``fingerprint`` names: recorded, else measured."""
+    recorded = dict(version.metrics.get("test", {}))
+    if recorded and fingerprint is not None and recorded.get("dataset_fingerprint") == fingerprint:
+        return recorded
+    if data is None:
+        raise DatasetError(
+            f"model {version.version} has no test metrics on the same test set as the"
+            " other model; give the dataset to evaluate both on (--data)"
+        )
+    outcome = evaluate_version(
+        version, data, "test", labels=labels, device=device, registry=registry
+    )
+    return outcome.recorded_metrics()
+
+
+def promote_if_better(
+    challenger: ModelVersion | str | Path,
+    data: Path | KLDataset | None = None,
+    *,
+    labels: Path | None = None,
+    device: str = "auto",
+    registry: ModelRegistry | None = None,
+) -> PromotionOutcome:
+    """Apply the registry's promotion rule to ``challenger`` against the current champion.
+
+    Both models are compared on the test split of ``data`` (metrics already recorded on
+    that same dataset are reused, others are measured now). Without ``data`` the recorded
+    test metrics are used, and must come from the same dataset.
+
+    Raises:
+        DatasetError: no common test set to compare on, or ``data`` has no test split.
+        ModelNotFoundError: ``challenger`` names no registered model.
+        CorruptCheckpointError: a model's weights fail their checksum.
+    """
+    registry = registry or ModelRegistry()
+    found = challenger if isinstance(challenger, ModelVersion) else registry.get(challenger)
+    fingerprint = _fingerprint_of(data, labels)
+    if fingerprint is None:
+        fingerprint = found.metrics.get("test", {}).get("dataset_fingerprint")
+    options: dict[str, Any] = {"labels": labels, "device": device, "registry": registry}
+    new = _test_metrics(found, data, fingerprint, **options)
+    fingerprint = new.get("dataset_fingerprint", fingerprint)
+    champion = registry.champion()
+    old = None
+    if champion is not None:
+        # The registry answers "already the champion" itself; it still wants metrics.
+        same = champion.version == found.version
+        old = new if same else _test_metrics(champion, data, fingerprint, **options)
+    decision = registry.promote(found, old, new)
+    return PromotionOutcome(
+        decision, found.version, None if champion is None else champion.version, new, old
+    )
+
+
+def _fingerprint_of(data: Path | KLDataset | None, labels: Path | None) -> str | None:
+    if isinstance(data, KLDataset):
+        return data.fingerprint
+    if data is None:
+        return None
+    return dataset_fingerprint(discover(data, labels))

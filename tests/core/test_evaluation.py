@@ -1,0 +1,193 @@
+"""Tests for koa_core.evaluation: temperature from probabilities, evaluate, train-and-register."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from koa_core.checkpoint import save_torch
+from koa_core.datasets import KLDataset, load_dataset
+from koa_core.errors import CorruptCheckpointError, DatasetError
+from koa_core.evaluation import (
+    evaluate_probabilities,
+    evaluate_version,
+    logits_from_probabilities,
+    promote_if_better,
+    train_and_register,
+)
+from koa_core.model import build_model
+from koa_core.registry import ModelRegistry, ModelVersion
+from koa_core.train import TrainConfig, train
+from tests.core.kl_fixtures import write_image_folder
+
+CONFIG = TrainConfig(
+    epochs=4,
+    batch_size=8,
+    lr=3e-3,
+    patience=100,
+    input_size=64,
+    depth=(1, 1),
+    width=8,
+    device="cpu",
+    threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> KLDataset:
+    root = write_image_folder(tmp_path_factory.mktemp("kl"), {"train": 6, "val": 3, "test": 3})
+    return load_dataset(root, CONFIG.input_size)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: KLDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One training run for the module; each test registers it in its own registry."""
+    return train(CONFIG, dataset, tmp_path_factory.mktemp("run")).out_dir
+
+
+@pytest.fixture
+def champion(trained: Path) -> ModelVersion:
+    registry = ModelRegistry()
+    return registry.set_champion(registry.register(trained))
+
+
+def constant_model(directory: Path, grade: int = 0) -> Path:
+    """Weights that always answer ``grade``: a deliberately useless challenger."""
+    card = CONFIG.card()
+    model = build_model(card)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(grade), 5) * 10.0)
+    save_torch(model.state_dict(), directory / "weights.pt")
+    (directory / "card.json").write_text(json.dumps({"card": card.to_dict()}))
+    return directory
+
+
+@pytest.mark.parametrize(
+    "probs",
+    [
+        [[0.2, 0.2, 0.2, 0.2, 0.2]],
+        [[0.9, 0.05, 0.03, 0.01, 0.01], [0.0, 0.0, 1.0, 0.0, 0.0]],
+    ],
+)
+def test_log_probabilities_are_logits_of_the_same_softmax(probs: list[list[float]]) -> None:
+    logits = torch.as_tensor(logits_from_probabilities(probs))
+    assert np.allclose(torch.softmax(logits, dim=1).numpy(), probs, atol=1e-9)
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.0, 4.0])
+def test_temperature_undoes_known_miscalibration(true_temperature: float) -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, size=(4000, 5))
+    calibrated = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+    labels = np.array([rng.choice(5, p=row) for row in calibrated])
+    distorted = torch.softmax(torch.as_tensor(logits * true_temperature), dim=1).numpy()
+    half = len(labels) // 2
+    result = evaluate_probabilities(
+        labels[half:],
+        distorted[half:],
+        val_labels=labels[:half],
+        val_probs=distorted[:half],
+        n_bootstrap=0,
+    )
+    assert result.temperature == pytest.approx(true_temperature, rel=0.15)
+    assert result.metrics.ece_calibrated is not None
+    assert result.metrics.ece_calibrated < result.metrics.ece
+    # Temperature scaling never changes which grade is predicted.
+    assert result.calibrated_probs is not None
+    assert (result.calibrated_probs.argmax(1) == distorted[half:].argmax(1)).all()
+
+
+def test_without_validation_there_is_no_temperature() -> None:
+    probs = np.full((10, 5), 0.2)
+    result = evaluate_probabilities(np.arange(10) % 5, probs, n_bootstrap=0)
+    assert result.temperature is None
+    assert result.calibrated_probs is None
+    assert result.metrics.ece_calibrated is None
+
+
+def test_train_and_register_records_metrics_without_promoting(
+    dataset: KLDataset, tmp_path: Path, koa_home: Path
+) -> None:
+    seen: list[int] = []
+    version = train_and_register(
+        CONFIG, dataset.root, out_dir=tmp_path / "run", progress=lambda s: seen.append(s.epoch)
+    )
+    registry = ModelRegistry()
+    assert seen == [1, 2, 3, 4]
+    assert registry.champion() is None
+    assert set(version.metrics) == {"validation", "test"}
+    test = version.metrics["test"]
+    assert test["n_samples"] == len(dataset.splits["test"].labels)
+    assert test["dataset_fingerprint"] == dataset.fingerprint
+    assert test["temperature"] > 0
+    assert Path(test["report"]).is_file()
+    assert Path(test["report"]).is_relative_to(koa_home / "evaluations" / version.version)
+    assert version.document["hyperparameters"]["epochs"] == CONFIG.epochs
+    assert version.document["data"]["fingerprint"] == dataset.fingerprint
+    # The validation split calibrates, so it is scored without a temperature of its own.
+    assert version.metrics["validation"]["temperature"] is None
+
+
+def test_evaluate_version_writes_report_and_repeats_exactly(
+    champion: ModelVersion, dataset: KLDataset, tmp_path: Path
+) -> None:
+    first = evaluate_version("champion", dataset.root, out_dir=tmp_path / "a", device="cpu")
+    second = evaluate_version(champion.version, dataset, out_dir=tmp_path / "b", device="cpu")
+    assert first.version == champion.version
+    assert first.metrics == second.metrics
+    for name in ("metrics.json", "report.md", "roc.png", "reliability.png"):
+        assert (tmp_path / "a" / name).is_file()
+    written = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert written["qwk"] == first.metrics.qwk
+    recorded = ModelRegistry().get(champion.version).metrics["test"]
+    assert recorded["report"] == str(tmp_path / "b" / "report.md")
+
+
+def test_missing_split_is_a_dataset_error(champion: ModelVersion, tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "no-test", {"train": 3, "val": 2})
+    with pytest.raises(DatasetError, match="no 'test' split"):
+        evaluate_version(champion, root)
+
+
+def test_corrupt_weights_are_refused(champion: ModelVersion) -> None:
+    data = champion.weights_path.read_bytes()
+    champion.weights_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError):
+        evaluate_version("champion", Path("unused"))
+
+
+def test_worse_challenger_is_not_promoted(
+    champion: ModelVersion, dataset: KLDataset, tmp_path: Path
+) -> None:
+    registry = ModelRegistry()
+    useless = registry.register(constant_model(tmp_path / "useless"))
+    outcome = promote_if_better(useless, dataset.root, device="cpu")
+    assert not outcome.decision.promote
+    assert outcome.champion == champion.version
+    assert registry.champion() == champion
+    assert outcome.challenger_metrics["auc_koa"] == pytest.approx(0.5)
+    assert registry.promotions()[-1]["promoted"] is False
+
+
+def test_promotion_without_data_needs_metrics_on_the_same_test_set(
+    champion: ModelVersion, tmp_path: Path
+) -> None:
+    useless = ModelRegistry().register(constant_model(tmp_path / "useless"))
+    with pytest.raises(DatasetError, match="same test set"):
+        promote_if_better(useless)
+
+
+def test_first_model_is_promoted_on_recorded_metrics(
+    trained: Path, dataset: KLDataset, tmp_path: Path
+) -> None:
+    version = ModelRegistry().register(trained)
+    evaluate_version(version, dataset, out_dir=tmp_path / "report")
+    outcome = promote_if_better(version.version)
+    assert outcome.decision.promote
+    assert outcome.champion is None
+    assert ModelRegistry().champion() == version
