@@ -1,0 +1,5 @@
+"""`python -m koa_core` runs the `koa` command."""
+
+from koa_core.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The ``koa`` command: make phantoms, inspect and preview radiographs, train, evaluate, score."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from koa_core.cli_models import evaluate_command, models_app, train_command
+
+app = typer.Typer(help="koa: nightly knee-osteoarthritis (KL grade) scoring of knee radiographs.")
+console = Console(stderr=True)
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
+app.add_typer(models_app, name="models")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _yesterday() -> date:
+    return date.today() - timedelta(days=1)
+
+
+@app.command()
+def phantoms(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    n: Annotated[int, typer.Option(help="Number of radiographs.", min=1)] = 20,
+    file_format: Annotated[str, typer.Option("--format", help="dicom or png.")] = "dicom",
+    layout: Annotated[str, typer.Option(help="nightly or kl-folders.")] = "nightly",
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same images.")] = 0,
+    batch_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (nightly layout).")] = None,
+    bad: Annotated[int, typer.Option(help="Bad files to mix in (nightly layout).", min=0)] = 0,
+    label_noise: Annotated[float, typer.Option(help="Adjacent-grade flip rate.")] = 0.0,
+    size_px: Annotated[
+        str | None, typer.Option(help="Image side range MIN,MAX in pixels (default: realistic).")
+    ] = None,
+) -> None:
+    """Write synthetic knee radiographs with known KL grades."""
+    from koa_core import phantom
+
+    if layout not in ("nightly", "kl-folders"):
+        raise typer.BadParameter("layout must be 'nightly' or 'kl-folders'", param_hint="--layout")
+    if file_format not in ("dicom", "png"):
+        raise typer.BadParameter("format must be 'dicom' or 'png'", param_hint="--format")
+    sizes = {"size_px": _size_range(size_px)} if size_px else {}
+    with _progress() as progress:
+        task = progress.add_task("phantoms", total=n + (bad if layout == "nightly" else 0))
+
+        def advance(count: int = 1) -> None:
+            progress.advance(task, count)
+
+        if layout == "nightly":
+            day = date.fromisoformat(batch_date) if batch_date else _yesterday()
+            records = phantom.write_nightly_batch(
+                out, n, seed, day, file_format=file_format, bad=bad, progress=advance, **sizes
+            )
+        else:
+            records = phantom.write_kl_folders(
+                out,
+                n,
+                seed,
+                file_format=file_format,
+                label_noise=label_noise,
+                progress=advance,
+                **sizes,
+            )
+    console.print(f"wrote {len(records)} files under {out}")
+
+
+def _size_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            "expected MIN,MAX, e.g. 1024,2500", param_hint="--size-px"
+        ) from None
+    return low, high
+
+
+def _expand(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+@app.command()
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
+    decode: Annotated[bool, typer.Option(help="Also decode the pixels.")] = True,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows here.")] = None,
+) -> None:
+    """One row per file: its metadata, or the named reason it cannot be used."""
+    from rich.table import Table
+
+    from koa_core.inspection import COLUMNS, inspect_file, write_csv
+
+    rows = [inspect_file(path, decode=decode) for path in _expand(paths)]
+    table = Table(*COLUMNS)
+    for row in rows:
+        table.add_row(*row.cells())
+    Console().print(table)
+    if csv_out:
+        write_csv(rows, csv_out)
+    unusable = sum(row.status != "ok" for row in rows)
+    console.print(f"{len(rows)} file(s), {unusable} cannot be used")
+
+
+@app.command()
+def preview(
+    path: Annotated[Path, typer.Argument(help="A DICOM, PNG, JPEG or TIFF file.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")],
+    size: Annotated[int | None, typer.Option(help="Model input size (default: config).")] = None,
+) -> None:
+    """Write the preprocessed model input of one radiograph as a PNG a person can look at."""
+    from koa_core.inspection import write_preview
+
+    result = write_preview(path, out, size)
+    console.print(f"wrote {out} ({result})")
+
+
+def main() -> None:
+    """Entry point of ``koa`` and ``python -m koa_core``: koa's own errors end in one line."""
+    from koa_core.errors import KoaError
+
+    try:
+        app()
+    except KoaError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise SystemExit(2) from None
+
+
+@app.command()
+def score(
+    source: Annotated[str | None, typer.Option(help="Folder, fsspec URL or DICOMweb URL.")] = None,
+    batch_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: yesterday).")] = None,
+    model: Annotated[str, typer.Option(help="champion, latest or a version id.")] = "champion",
+) -> None:
+    """Run the nightly scoring flow on one batch and print where the results are."""
+    from flows.local_run import run_nightly_with_progress
+
+    day = date.fromisoformat(batch_date) if batch_date else _yesterday()
+    summary = run_nightly_with_progress(day, source, model, console)
+    _print_summary(summary)
+
+
+@app.command()
+def demo() -> None:
+    """The main job end to end on embedded defaults: batch, model if none, nightly flow."""
+    from flows.local_run import run_nightly_with_progress
+    from koa_core.config import get_settings
+    from koa_core.demo import ensure_champion, ensure_demo_batch
+
+    settings = get_settings()
+    day = _yesterday()
+    ensure_demo_batch(settings, day, console.print)
+    ensure_champion(settings, console.print)
+    summary = run_nightly_with_progress(day, None, "champion", console)
+    _print_summary(summary)
+    scores = (settings.results_dir / "scores").resolve()
+    Console().print(
+        "\nQuery the night with duckdb:\n"
+        f'  duckdb -c "select kl_grade, count(*) as images, round(avg(p_koa), 3) as mean_p_koa '
+        f"from read_parquet('{scores}/**/*.parquet', hive_partitioning=true) "
+        f"where batch_date = DATE '{day.isoformat()}' group by 1 order by 1\""
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Server and UI port.")] = 4200,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the UI.")] = False,
+) -> None:
+    """Run the local Prefect server, work pool, deployments and a worker until Ctrl-C."""
+    from deployments.serve import serve as run_service
+    from koa_core.config import get_settings
+
+    run_service(get_settings().home, host, port, open_browser)
+
+
+def _print_summary(summary: dict[str, object]) -> None:
+    from rich.table import Table
+
+    table = Table("inputs", "scored", "quarantined", "model", "status")
+    table.add_row(
+        *(
+            str(summary[key])
+            for key in ("n_inputs", "n_scored", "n_quarantined", "model_version", "status")
+        )
+    )
+    Console().print(table)
+    Console().print(f"results: {summary['results_dir']}")

@@ -1,0 +1,64 @@
+"""What ``make demo`` needs before the nightly flow can run: a batch, and a champion model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from koa_core.config import Settings
+from koa_core.phantom import write_kl_folders, write_nightly_batch
+from koa_core.registry import ModelRegistry, ModelVersion
+from koa_core.train import TrainConfig
+
+DEMO_DICOMS = 40
+DEMO_PNGS = 6
+DEMO_BAD_FILES = 6
+DEMO_TRAINING_IMAGES = 600
+# Enough to learn the synthetic grades roughly in about two minutes on two cores; the
+# quality benchmark (benchmarks/model_quality.py) trains the real thing.
+DEMO_TRAINING = TrainConfig(epochs=8, patience=8, seed=0)
+
+Progress = Callable[[str], None]
+
+
+def ensure_demo_batch(settings: Settings, batch_date: date, say: Progress) -> Path:
+    """A synthetic night (DICOMs, PNGs and a few bad files) unless that night already exists."""
+    folder = settings.incoming_dir / batch_date.isoformat()
+    if folder.is_dir() and any(folder.iterdir()):
+        say(f"using the existing batch {folder}")
+        return folder
+    say(f"writing a synthetic night of knee radiographs to {folder}")
+    write_nightly_batch(
+        settings.incoming_dir, DEMO_DICOMS, seed=2026, batch_date=batch_date, bad=DEMO_BAD_FILES
+    )
+    write_nightly_batch(
+        settings.incoming_dir, DEMO_PNGS, seed=2027, batch_date=batch_date, file_format="png"
+    )
+    return folder
+
+
+def demo_dataset(settings: Settings, say: Progress) -> Path:
+    """The synthetic KL image-folder dataset the demo (and ``retrain`` by default) trains on."""
+    root = settings.datasets_dir / "kl"
+    if not (root / "train").is_dir():
+        say(f"writing {DEMO_TRAINING_IMAGES} synthetic training images to {root}")
+        write_kl_folders(root, DEMO_TRAINING_IMAGES, seed=7, label_noise=0.05)
+    return root
+
+
+def ensure_champion(settings: Settings, say: Progress) -> ModelVersion:
+    """The champion model, training and promoting a small one first if there is none."""
+    from koa_core.evaluation import train_and_register
+
+    registry = ModelRegistry(settings.models_dir)
+    champion = registry.champion()
+    if champion is not None:
+        say(f"using champion model {champion.version}")
+        return champion
+    data = demo_dataset(settings, say)
+    say(f"no champion model yet: training a small one ({DEMO_TRAINING.epochs} epochs)")
+    version = train_and_register(DEMO_TRAINING, data, registry=registry)
+    registry.set_champion(version)
+    say(f"trained and promoted {version.version}")
+    return version

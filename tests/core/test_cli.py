@@ -1,0 +1,113 @@
+"""The ``koa`` command for people: phantoms, inspect and preview, through typer's runner."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from koa_core.cli import app
+from koa_core.io.reader import read_radiograph
+
+runner = CliRunner()
+PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def _koa(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def nightly_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    _koa(
+        "phantoms",
+        "--out",
+        str(out),
+        "--n",
+        "200",
+        "--format",
+        "dicom",
+        "--batch-date",
+        "2026-11-27",
+        "--size-px",
+        "256,320",
+        "--seed",
+        "3",
+    )
+    return out
+
+
+def test_phantom_dicoms_read_back_with_their_grade_and_laterality(nightly_batch: Path) -> None:
+    with (nightly_batch / "2026-11-27.labels.csv").open() as handle:
+        labels = list(csv.DictReader(handle))
+    assert len(labels) == 200
+    assert {row["kl_grade"] for row in labels} == {"0", "1", "2", "3", "4"}
+    for row in labels:
+        path = nightly_batch / row["file"]
+        radiograph = read_radiograph(path)
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        assert dataset.ImageComments == f"KL={row['kl_grade']}"
+        assert radiograph.meta.laterality == row["laterality"]
+        assert radiograph.meta.sop_instance_uid == row["sop_instance_uid"]
+
+
+def test_inspect_gives_one_row_per_file_with_a_named_reason(tmp_path: Path) -> None:
+    out = tmp_path / "batch"
+    _koa(
+        "phantoms",
+        "--out",
+        str(out),
+        "--n",
+        "3",
+        "--bad",
+        "4",
+        "--batch-date",
+        "2026-11-27",
+        "--size-px",
+        "256,320",
+    )
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".csv")
+    table = tmp_path / "inspect.csv"
+    _koa("inspect", str(out / "2026-11-27"), "--csv", str(table))
+    with table.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(Path(row["file"]) for row in rows) == files
+    statuses = {Path(row["file"]).name: row["status"] for row in rows}
+    assert sum(status == "ok" for status in statuses.values()) >= 3
+    assert any(s.startswith("truncated:") for s in statuses.values())
+    assert any(s.startswith("empty_file:") for s in statuses.values())
+
+
+def test_inspect_gives_every_pydicom_test_file_a_row(tmp_path: Path) -> None:
+    files = sorted(p for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file())
+    table = tmp_path / "inspect.csv"
+    _koa("inspect", "--no-decode", str(PYDICOM_TEST_FILES), "--csv", str(table))
+    with table.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [Path(row["file"]) for row in rows] == files
+    assert all(row["status"] for row in rows)
+
+
+@pytest.mark.parametrize("laterality", ["L", "R"])
+def test_preview_writes_the_model_input(
+    nightly_batch: Path, tmp_path: Path, laterality: str
+) -> None:
+    source = next(
+        p
+        for p in sorted(nightly_batch.rglob("*.dcm"))
+        if pydicom.dcmread(p, stop_before_pixels=True).ImageLaterality == laterality
+    )
+    out = tmp_path / "preview.png"
+    output = _koa("preview", str(source), "--out", str(out), "--size", "128")
+    image = np.asarray(Image.open(out))
+    assert image.shape == (128, 128) and image.dtype == np.uint8
+    assert image.std() > 10
+    assert f"mirrored: {laterality == 'L'}" in output
