@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
 from koa_core.io.reader import read_metadata
 
@@ -25,7 +26,10 @@ def manifest_row(path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"source_path": str(path), "size_bytes": None, "sha256": None}
     try:
         row["size_bytes"] = path.stat().st_size
-        row["sha256"] = file_sha256(path)
+        # An oversized file (a 64 GiB sparse one costs no disk) is refused unread below:
+        # hashing it first would take minutes.
+        if row["size_bytes"] <= get_settings().max_file_bytes:
+            row["sha256"] = file_sha256(path)
     except OSError as error:
         return {**row, "read_error": "unreadable", "read_error_detail": str(error)}
     try:

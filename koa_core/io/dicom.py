@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.pixels.utils import get_expected_length, get_j2k_parameters, pixel_array
@@ -125,10 +126,34 @@ def named_errors(path: Path, action: str) -> Iterator[None]:
         NotImplementedError,
         RuntimeError,
         zlib.error,
+        BytesLengthException,
     ) as error:
         raise CorruptImageError(path, f"{action}: {type(error).__name__}: {error}") from error
     except OSError as error:
         raise ImageReadError(path, f"{action}: {error}") from error
+    except BaseException as error:
+        # Rust codecs (pylibjpeg-rle) panic on some corrupt frames; pyo3 raises that as
+        # ``pyo3_runtime.PanicException``, a BaseException no module exports by name.
+        if type(error).__name__ != "PanicException":
+            raise
+        raise CorruptImageError(path, f"{action}: the codec panicked: {error}") from error
+
+
+class _BoundedReader(io.BufferedReader):
+    """A binary file whose ``read(n)`` never asks for more than is left in the file.
+
+    A header may claim any element length up to 4 GiB; pydicom reads a value in one call,
+    and Python allocates the whole buffer before it finds the file shorter.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(self._size - self.tell(), 0))
+        return super().read(size)
 
 
 def _read_dataset(path: Path, *, pixels: bool, settings: Settings) -> Dataset:
@@ -140,7 +165,8 @@ def _read_dataset(path: Path, *, pixels: bool, settings: Settings) -> Dataset:
         raise NotDicomError(path, not_dicom_detail(head))
     bare = head[PREAMBLE_BYTES:] != MAGIC
     with named_errors(path, "reading the DICOM header"):
-        ds = dcmread(path, stop_before_pixels=not pixels, force=bare)
+        with _BoundedReader(path) as handle:
+            ds = dcmread(handle, stop_before_pixels=not pixels, force=bare)
         if bare and not RE_VALID_UID.match(str(ds.get("SOPClassUID") or "")):
             raise NotDicomError(path, "no DICM preamble and no valid (0008,0016) SOPClassUID")
         _check_complete(path, ds)

@@ -1,0 +1,119 @@
+"""Hostile inputs: each is quarantined with its own reason (or scored when harmless), cheaply."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from koa_core.config import get_settings
+from koa_core.errors import ImageReadError
+from koa_core.io.sources import list_batch
+from koa_core.manifest import manifest_row
+from koa_core.prepare import model_input_of
+from tests.reliability.helpers import (
+    BATCH_DATE,
+    INPUT_SIZE,
+    batch_folder,
+    outcome,
+    report,
+    run_nightly,
+    write_replicated_batch,
+)
+from tests.reliability.hostile import HOSTILE_KINDS, SCORED, Hostile
+
+# Generous bounds: a 256 px image reads in milliseconds; what they catch is a file that
+# makes koa hash 64 GiB, allocate a 65535^2 frame or recurse without end.
+MAX_SECONDS_PER_FILE = 5.0
+MAX_TRACED_BYTES_PER_FILE = 64 * 2**20
+
+
+@pytest.fixture
+def hostile_night(small_settings: Path, tmp_path: Path) -> dict[str, Hostile]:
+    """Every hostile kind plus four valid images in one batch folder; path -> kind."""
+    folder = batch_folder()
+    folder.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    by_path: dict[str, Hostile] = {}
+    for hostile in HOSTILE_KINDS:
+        for path in hostile.write(folder, outside):
+            by_path[str(path)] = hostile
+    valid = Hostile("valid", SCORED, lambda folder, outside: [])
+    for path in write_replicated_batch(folder / "valid", 4):
+        by_path[str(path)] = valid
+    return by_path
+
+
+def _expected(path: str, hostile: Hostile) -> str:
+    # The first copy of a re-sent image is the one scored.
+    return (
+        SCORED
+        if hostile.kind == "duplicate_uid" and path.endswith("dup-a.dcm")
+        else hostile.expected
+    )
+
+
+def test_the_matrix_has_at_least_twenty_kinds() -> None:
+    assert len({h.kind for h in HOSTILE_KINDS}) >= 20
+    assert len({h.expected for h in HOSTILE_KINDS}) >= 10
+
+
+@pytest.mark.usefixtures("prefect_api")
+@pytest.mark.slow
+def test_nightly_flow_quarantines_each_kind_with_its_reason(
+    hostile_night: dict[str, Hostile],
+    dask_cluster: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("KOA_MAX_QUARANTINE_SHARE", "1.0")
+    monkeypatch.chdir(tmp_path)  # where a name's `$(touch PWNED)` would land if a shell ran it
+    get_settings.cache_clear()
+    summary = run_nightly(dask_cluster)
+    night = outcome(sorted(hostile_night))
+    report("hostile", night)
+    assert not night.lost and not night.duplicated
+    assert summary["status"] == "completed"
+    reasons = night.reasons()
+    scored = set(night.scores["source_path"])
+    wrong = {}
+    for path, hostile in hostile_night.items():
+        expected = _expected(path, hostile)
+        got = "scored" if path in scored else reasons[path]
+        if expected != got and expected not in got.split(";"):
+            wrong[hostile.kind] = f"expected {expected}, got {got}"
+    assert wrong == {}
+    assert not list(tmp_path.rglob("PWNED")) and not list(batch_folder().rglob("PWNED"))
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_KINDS, ids=lambda h: h.kind)
+def test_each_file_is_settled_in_bounded_time_and_memory(
+    hostile: Hostile, small_settings: Path, tmp_path: Path
+) -> None:
+    folder = batch_folder()
+    folder.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    hostile.write(folder, outside)
+    listing = list_batch(get_settings().incoming_dir, BATCH_DATE)
+    for rejected in listing.rejected:
+        assert rejected.reason == hostile.expected
+    for source in listing.files:
+        tracemalloc.start()
+        started = time.perf_counter()
+        row = manifest_row(source.path)
+        if row["read_error"] is None:
+            try:
+                model_input_of(source.path, INPUT_SIZE)
+            except ImageReadError as error:
+                row["read_error"] = error.reason
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert elapsed < MAX_SECONDS_PER_FILE, f"{hostile.kind}: {elapsed:.1f} s"
+        assert peak < MAX_TRACED_BYTES_PER_FILE, f"{hostile.kind}: {peak / 2**20:.0f} MiB"
+        if row["read_error"] is not None:
+            assert row["read_error"] == hostile.expected

@@ -1,0 +1,99 @@
+"""Patient data on a DICOMweb night: pseudonyms in outputs, no ids in logs, no copies left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+import pyarrow as pa
+import pytest
+import requests
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.logging.handlers import APILogHandler
+
+from koa_core import results
+from koa_core.config import get_settings
+from koa_core.io.sources import staging_dir_for
+from koa_core.privacy import pseudonymise
+from tests.orthanc import run_orthanc
+from tests.reliability.helpers import BATCH_DATE, knee_templates, outcome, report, run_nightly
+
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
+PATIENT_IDS = ("PID-7734-XYZ", "PID-0042-QRS")
+PATIENT_NAMES = ("Doe^Jane^Q", "Roe^Richard")
+
+
+def _upload(orthanc_url: str) -> int:
+    templates = knee_templates(3)
+    templates[2].ImageType = ["DERIVED", "SECONDARY"]  # quarantined, still carrying its ids
+    for index, ds in enumerate(templates):
+        ds.PatientID, ds.PatientName = PATIENT_IDS[index % 2], PATIENT_NAMES[index % 2]
+        path = get_settings().home / f"upload-{index}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        response = requests.post(f"{orthanc_url}/instances", data=path.read_bytes(), timeout=10)
+        response.raise_for_status()
+        path.unlink()
+    return len(templates)
+
+
+def _texts(table: pa.Table) -> list[str]:
+    return [str(value) for column in table.columns for value in column.to_pylist()]
+
+
+def _leaks(texts: list[str]) -> list[str]:
+    secrets = [*PATIENT_IDS, *PATIENT_NAMES, *(n.split("^")[0] for n in PATIENT_NAMES)]
+    return [text for text in texts for secret in secrets if secret in text]
+
+
+def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], list[str]]:
+    APILogHandler().flush()  # send what the run logged before reading it back
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [log.message for log in logs], [str(a.data) + str(a.description) for a in artifacts]
+
+
+def test_dicomweb_night_keeps_patient_data_out_of_every_output(
+    small_settings: Path, dask_cluster: str, tmp_path: Path
+) -> None:
+    settings = get_settings()
+    with run_orthanc(tmp_path / "orthanc") as orthanc:
+        n_inputs = _upload(orthanc.url)
+        summary = run_nightly(dask_cluster, source=f"dicomweb+{orthanc.dicomweb_url}")
+    root = settings.results_dir
+    tables = {
+        name: results.read_table(name, root, BATCH_DATE)
+        for name in (results.SCORES, results.QUARANTINE, results.RUNS)
+    }
+    night = outcome(
+        [
+            *tables["scores"]["source_path"].to_pylist(),
+            *tables["quarantine"]["source_path"].to_pylist(),
+        ]
+    )
+    report("patient data", night)
+    assert summary["n_inputs"] == n_inputs and tables["scores"].num_rows == 2
+    assert tables["quarantine"].num_rows == 1
+
+    secret = settings.site_secret.get_secret_value()
+    expected_keys = {pseudonymise(pid, secret) for pid in PATIENT_IDS}
+    assert set(tables["scores"]["patient_key"].to_pylist()) == expected_keys
+    assert _leaks([text for table in tables.values() for text in _texts(table)]) == []
+
+    logs, artifacts = _prefect_texts(UUID(summary["run_id"]))
+    assert logs and artifacts  # the run did log and publish: there was something to leak
+    assert _leaks(logs) == [] and _leaks(artifacts) == []
+    # The pulled copies were removed (keep_staged_files is off by default).
+    assert not staging_dir_for(BATCH_DATE, settings).exists()
+    assert not list(settings.home.rglob("*.dcm"))
