@@ -165,7 +165,7 @@ def _process(
         scored = score.map(
             prepared, unmapped(model_dir), unmapped(settings.dask_threads_per_worker)
         )
-    _report_progress(scored, len(passed))
+    _report_progress(scored, [len(chunk) for chunk in chunks])
     predictions = []
     for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
         quarantine += [_failure(row, "read", run, now) for row in chunk["read_failures"]]
@@ -179,15 +179,16 @@ def _process(
     }
 
 
-def _report_progress(scored: PrefectFutureList[list[dict[str, Any]]], n_images: int) -> None:
-    """Log each finished chunk; ``koa_progress`` lets a terminal draw a progress bar."""
+def _report_progress(
+    scored: PrefectFutureList[list[dict[str, Any]]], chunk_sizes: list[int]
+) -> None:
+    """Log each settled chunk; ``koa_progress`` lets a terminal draw a progress bar."""
     logger = get_run_logger()
-    done = 0
+    sizes = dict(zip((future.task_run_id for future in scored), chunk_sizes, strict=True))
+    done, total = 0, sum(chunk_sizes)
     for future in as_completed(list(scored)):
-        done += len(future.result())
-        logger.info(
-            "scored %d of %d images", done, n_images, extra={PROGRESS_KEY: (done, n_images)}
-        )
+        done += sizes[future.task_run_id]
+        logger.info("settled %d of %d images", done, total, extra={PROGRESS_KEY: (done, total)})
 
 
 def _failure(

@@ -172,7 +172,7 @@ def demo() -> None:
     summary = run_nightly_with_progress(day, None, "champion", console)
     _print_summary(summary)
     scores = (settings.results_dir / "scores").resolve()
-    Console().print(
+    typer.echo(
         "\nQuery the night with duckdb:\n"
         f'  duckdb -c "select kl_grade, count(*) as images, round(avg(p_koa), 3) as mean_p_koa '
         f"from read_parquet('{scores}/**/*.parquet', hive_partitioning=true) "
