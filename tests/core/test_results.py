@@ -6,7 +6,9 @@ import os
 import resource
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -292,28 +294,44 @@ def test_crash_leftovers_are_invisible_before_recovery(
         assert len(paths) == 2, reader
 
 
-@pytest.fixture
-def file_size_limit() -> Iterator[int]:
-    """RLIMIT_FSIZE makes the kernel refuse large writes (EFBIG), even for root."""
-    limit = 16 * 1024
-    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous_limit[1]))
-    try:
-        yield limit
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
-        signal.signal(signal.SIGXFSZ, previous_handler)
+_WRITE_PAST_LIMIT = """
+import sys
+from pathlib import Path
+from koa_core.errors import OutputWriteError
+from koa_core.results import SCORES, build_scores_table, write_partition
+from tests.core.test_results import DAY1, score_rows
+try:
+    write_partition(SCORES, DAY1, build_scores_table(score_rows(DAY1, 2000, tag="new")),
+                    Path(sys.argv[1]))
+except OutputWriteError as error:
+    print(error.path)
+    print(error)
+    sys.exit(3)
+"""
 
 
-def test_write_beyond_file_size_limit_leaves_old_partition(
-    tmp_path: Path, file_size_limit: int
-) -> None:
+def _limit_file_size() -> None:
+    # RLIMIT_FSIZE makes the kernel refuse large writes (EFBIG), even for root. It is set in
+    # a child only: in this process it would also stop pytest writing its own log file.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, resource.RLIM_INFINITY))
+
+
+def test_write_beyond_file_size_limit_leaves_old_partition(tmp_path: Path) -> None:
     write_scores(tmp_path, DAY1, 2, tag="old")
-    big = build_scores_table(score_rows(DAY1, 2000, tag="new"))
-    with pytest.raises(OutputWriteError, match="EFBIG") as caught:
-        write_partition(SCORES, DAY1, big, tmp_path)
-    assert caught.value.path == str(tmp_path / SCORES / "batch_date=2024-03-01")
+    child = subprocess.run(
+        [sys.executable, "-c", _WRITE_PAST_LIMIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert child.returncode == 3, child.stderr
+    path, message = child.stdout.splitlines()[:2]
+    assert path == str(tmp_path / SCORES / "batch_date=2024-03-01")
+    assert "EFBIG" in message
     assert all(len(p) == 2 for p in read_all_ways(tmp_path).values())
     assert work_leftovers(tmp_path) == []
 
