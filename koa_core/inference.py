@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -74,6 +74,7 @@ def predict_dataset(
     batch_size: int = 64,
     device: str | torch.device = "auto",
     fast: bool = True,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> npt.NDArray[np.float32]:
     """KL-grade probabilities, float32 (N, 5), for a stack of preprocessed images.
 
@@ -85,6 +86,8 @@ def predict_dataset(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         fast: autocast (bf16 on CPUs that have it, bf16/fp16 on CUDA) and channels_last;
             ``False`` gives the fp32 reference.
+        forward: a forward of ``model`` built once by ``koa_core.fastpath`` (e.g. a frozen
+            trace), called instead of ``model``; ``fast`` is ignored when it is given.
     """
     target = resolve_device(device)
     place(model, target).eval()
@@ -92,8 +95,11 @@ def predict_dataset(
     with torch.inference_mode():
         for start in range(0, len(images_tensor), batch_size):
             batch = to_model_input(images_tensor[start : start + batch_size], card, target)
-            with autocast(target, enabled=fast):
-                logits = model(batch)
+            if forward is not None:
+                logits = forward(batch)
+            else:
+                with autocast(target, enabled=fast):
+                    logits = model(batch)
             outputs.append(kl_probabilities(logits).cpu())
     if not outputs:
         return np.zeros((0, len(card.class_names)), dtype=np.float32)

@@ -1,7 +1,8 @@
 """Batched inference on a prepared chunk: model inputs in, one probability row per image out.
 
 The model is loaded once per worker process (``loaded_model`` is cached), so a worker that
-scores many chunks pays for reading the weights once.
+scores many chunks pays for reading the weights, and for building its fast forward
+(``koa_core.fastpath``), once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from koa_core.fastpath import Forward, optimise_for_inference
 from koa_core.inference import predict_dataset, resolve_device
 from koa_core.model import KLNet, ModelCard, load_model, read_card
 
@@ -25,6 +27,13 @@ def loaded_model(model_dir: str, device: str) -> tuple[KLNet, ModelCard]:
     card = read_card(Path(model_dir) / "card.json")
     model = load_model(Path(model_dir) / "weights.pt", card, resolve_device(device))
     return model, card
+
+
+@lru_cache(maxsize=2)
+def fast_forward(model_dir: str, device: str) -> Forward:
+    """The fastest forward of ``loaded_model(model_dir, device)`` on ``device``, cached."""
+    model, card = loaded_model(model_dir, device)
+    return optimise_for_inference(model, card, device)
 
 
 def score_chunk(
@@ -54,7 +63,9 @@ def score_chunk(
     stack = np.load(array_path, mmap_mode="r")
     indices = [int(row["array_index"]) for row in rows]
     images = torch.from_numpy(np.ascontiguousarray(stack[indices]))
-    probabilities = predict_dataset(model, card, images, batch_size=batch_size, device=device)
+    probabilities = predict_dataset(
+        model, card, images, batch_size, device, forward=fast_forward(model_dir, device)
+    )
     scored = []
     for row, probs in zip(rows, probabilities, strict=True):
         values = {name: float(p) for name, p in zip(PROBABILITY_COLUMNS, probs, strict=True)}

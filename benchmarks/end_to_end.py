@@ -1,0 +1,188 @@
+"""End to end: the nightly flow over N uncompressed 2048 px DICOMs, img/s and fixed start-up.
+
+Runs ``flows.nightly.nightly_scoring`` as a user would (LocalCluster from the settings, an
+ephemeral Prefect server) in a temporary ``KOA_HOME`` with an untrained champion of the
+default architecture (speed does not depend on the weights). After the run the Prefect
+API is asked for the task runs, which give:
+
+* start-up: flow run start -> the end of the first ``score`` task (listing, headers,
+  manifest checks, the worker's first imports and model load, the first chunk);
+* steady img/s: images after the first scored chunk / time from its end to the last
+  ``score`` task's end;
+* task seconds per image by task name (where the time goes);
+* CPU cores busy: CPU seconds of this process and its (reaped) Dask workers / wall time.
+
+The inputs are copies of a few dozen renders (see ``common.replicate``); each batch is a
+folder of hard links to them, so several batch sizes share one set of files.
+
+    .venv/bin/python benchmarks/end_to_end.py [--quick] [--n 2000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import BENCH_DATE, machine, render_originals, replicate, reset_dir, table
+
+CHUNK_ENV = "KOA_CHUNK_SIZE"
+API_PAGE = 200  # the most task runs the Prefect API returns per request
+
+
+def register_default_champion(home: Path) -> str:
+    """An untrained default-architecture network registered as champion; its version id."""
+    from koa_core.checkpoint import save_torch
+    from koa_core.model import ModelCard, build_model
+    from koa_core.registry import ModelRegistry
+
+    torch.manual_seed(0)
+    card = ModelCard()
+    source = home / "bench-model"
+    source.mkdir(parents=True, exist_ok=True)
+    save_torch(build_model(card).state_dict(), source / "weights.pt")
+    (source / "card.json").write_text(json.dumps({"card": card.to_dict()}))
+    registry = ModelRegistry()
+    version = registry.register(source)
+    registry.set_champion(version)
+    return version.version
+
+
+def prepare_home(home: Path, pool_size: int, originals: int) -> list[Path]:
+    """Point koa at ``home``, register the champion, write ``pool_size`` input files."""
+    from koa_core.config import get_settings
+
+    os.environ["KOA_HOME"] = str(home)
+    get_settings.cache_clear()
+    register_default_champion(home)
+    renders = render_originals(reset_dir(home / "originals"), originals, seed=1)
+    return replicate(renders, home / "pool", pool_size)
+
+
+def link_batch(pool: list[Path], incoming: Path, day: date, n: int) -> None:
+    """Batch ``day`` under ``incoming``: hard links to the first ``n`` pool files."""
+    folder = reset_dir(incoming / day.isoformat())
+    for path in pool[:n]:
+        os.link(path, folder / path.name)
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _task_runs(flow_run_id: str) -> tuple[Any, list[Any]]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        only_this = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        while page := client.read_task_runs(
+            flow_run_filter=only_this, limit=API_PAGE, offset=len(runs)
+        ):
+            runs += page
+    return flow_run, runs
+
+
+def _timeline(flow_run_id: str, n: int, chunk: int) -> dict[str, Any]:
+    flow_run, runs = _task_runs(flow_run_id)
+    busy: dict[str, float] = defaultdict(float)
+    for run in runs:
+        if run.start_time and run.end_time:
+            busy[run.name.rsplit("-", 1)[0]] += (run.end_time - run.start_time).total_seconds()
+    score_ends = sorted(r.end_time for r in runs if r.name.startswith("score") and r.end_time)
+    startup = (score_ends[0] - flow_run.start_time).total_seconds()
+    steady = (score_ends[-1] - score_ends[0]).total_seconds()
+    return {
+        "startup_s": startup,
+        "steady_img_s": (n - chunk) / steady if steady > 0 else float("nan"),
+        "flow_s": (flow_run.end_time - flow_run.start_time).total_seconds(),
+        "task_s_per_image": {name: seconds / n for name, seconds in busy.items()},
+    }
+
+
+def run_night(pool: list[Path], n: int, workers: int, day: date) -> dict[str, Any]:
+    """One nightly run over ``n`` images with ``workers`` Dask workers; its figures."""
+    from flows.nightly import nightly_scoring
+    from flows.runners import dask_task_runner
+    from koa_core.config import get_settings
+
+    os.environ["KOA_DASK_WORKERS"] = str(workers)
+    get_settings.cache_clear()
+    settings = get_settings()
+    link_batch(pool, settings.incoming_dir, day, n)
+    flow = nightly_scoring.with_options(task_runner=dask_task_runner(settings))
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    summary = flow(batch_date=day)
+    wall = time.perf_counter() - start
+    cores = (_cpu_seconds() - cpu) / wall
+    if summary["n_scored"] != n:
+        raise RuntimeError(f"scored {summary['n_scored']} of {n}: {summary}")
+    figures = _timeline(summary["run_id"], n, settings.chunk_size)
+    return {"n": n, "workers": workers, "wall_s": wall, "cores_busy": cores, **figures}
+
+
+def warm_up(pool: list[Path]) -> None:
+    """A tiny run first, so the ephemeral Prefect server's start is not in any figure."""
+    run_night(pool, 4, 1, BENCH_DATE - timedelta(days=1))
+
+
+def report(results: list[dict[str, Any]], title: str) -> str:
+    """The table of one or more runs."""
+    rows = []
+    for r in results:
+        tasks = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in sorted(r["task_s_per_image"].items()))
+        rows.append(
+            [
+                r["n"],
+                r["workers"],
+                f"{r['n'] / r['wall_s']:.1f}",
+                f"{r['steady_img_s']:.1f}",
+                f"{r['startup_s']:.1f}",
+                f"{r['cores_busy']:.2f}",
+                tasks,
+            ]
+        )
+    return table(
+        title,
+        ["images", "workers", "img/s all", "img/s steady", "start-up s", "cores", "task ms/img"],
+        rows,
+    )
+
+
+def run(quick: bool = False, n: int | None = None, workers: int = 2) -> dict[str, Any]:
+    """Generate the inputs, warm the server up, run the flow once; the figures."""
+    n = n or (200 if quick else 2000)
+    with tempfile.TemporaryDirectory(prefix="koa-bench-e2e-") as tmp:
+        pool = prepare_home(Path(tmp), n, 10 if quick else 50)
+        warm_up(pool)
+        result = run_night(pool, n, workers, BENCH_DATE)
+    chunk = os.environ.get(CHUNK_ENV, "default")
+    result["table"] = report(
+        [result],
+        f"End to end: nightly flow, {n} uncompressed 2048 px DICOMs, chunk {chunk} ({machine()})",
+    )
+    return result
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 images instead of 2,000")
+    parser.add_argument("--n", type=int, default=None, help="images in the batch")
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers")
+    args = parser.parse_args()
+    run(args.quick, args.n, args.workers)
+
+
+if __name__ == "__main__":
+    main()
