@@ -1,20 +1,25 @@
-"""One running ``koa serve`` for the deployment tests, registering a sample flow."""
+"""One running ``koa serve`` for the deployment tests, with the checkout's real deployments."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
 
 from deployments.serve import PROJECT_DIR
+from flows.retrain import DEFAULT_DATASET
+from tests.core.kl_fixtures import write_image_folder
 from tests.prefect_server import ServeProcess, serve_process
 
-SAMPLE_DEPLOYMENT = "koa-sample/sample"
 # Not the default: proves KOA_TIMEZONE travels from the environment into the schedules.
 TIMEZONE = "Europe/Berlin"
+# Enough images per split for every grade to reach train, val and test; trains in seconds.
+PER_SPLIT = {"train": 8, "val": 4, "test": 6}
+# retrain's parameters for a run that finishes in seconds on two shared cores.
+TINY_RETRAIN = {"epochs": 1, "input_size": 64, "width": 8, "depth": [1, 1], "batch_size": 16}
 
 
 def real_prefect_yaml() -> dict[str, Any]:
@@ -23,29 +28,24 @@ def real_prefect_yaml() -> dict[str, Any]:
     return config
 
 
-def write_sample_prefect_file(directory: Path) -> Path:
-    """The real prefect.yaml (pull step, pool, schedule, concurrency) with the nightly
-    deployment's settings applied to the sample flow instead of the three koa flows."""
-    config = real_prefect_yaml()
-    nightly = next(d for d in config["deployments"] if d["name"] == "nightly-scoring")
-    sample = {
-        **nightly,
-        "name": "sample",
-        "description": "test flow",
-        "entrypoint": "tests/deployments/sample_flow.py:sample",
-        "parameters": {"repeats": 2},
-    }
-    config["deployments"] = [sample]
-    path = directory / "prefect.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+def _deactivate_schedules() -> None:
+    """Keep the real crons from starting a run while the tests use the worker."""
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            for schedule in deployment.schedules:
+                client.update_deployment_schedule(deployment.id, schedule.id, active=False)
 
 
 @pytest.fixture(scope="package")
 def koa_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """``python -m deployments.serve`` with the sample deployment; stopped with SIGTERM after
-    the last test, which fails the run if it leaves any process behind."""
-    workdir = tmp_path_factory.mktemp("koa-serve")
-    prefect_file = write_sample_prefect_file(workdir)
-    with serve_process(workdir / "home", prefect_file, {"KOA_TIMEZONE": TIMEZONE}) as service:
+    """``python -m deployments.serve`` with the real prefect.yaml and a tiny labelled dataset
+    where retrain looks by default; stopped with SIGTERM after the last test, which fails the
+    run if it leaves any process behind."""
+    home = tmp_path_factory.mktemp("koa-serve") / "home"
+    write_image_folder(home / "datasets" / DEFAULT_DATASET, PER_SPLIT)
+    prefect_file = PROJECT_DIR / "prefect.yaml"
+    # A small default input size keeps runs that leave input_size unset (the UI's) fast.
+    env = {"KOA_TIMEZONE": TIMEZONE, "KOA_INPUT_SIZE": str(TINY_RETRAIN["input_size"])}
+    with serve_process(home, prefect_file, env) as service:
+        _deactivate_schedules()
         yield service

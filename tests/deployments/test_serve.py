@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import subprocess
 import sys
@@ -12,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments import run_deployment
@@ -23,23 +20,25 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.server.schemas.schedules import CronSchedule as ServerCronSchedule
 
 from deployments.serve import (
-    PROJECT_DIR,
     WORK_POOL,
     PrefectService,
     PrefectServiceError,
     wait_healthy,
 )
-from tests.deployments.conftest import SAMPLE_DEPLOYMENT, TIMEZONE, real_prefect_yaml
-from tests.deployments.sample_flow import REPORT_KEY, TABLE_KEY
+from koa_core.config import Settings
+from koa_core.evaluations_table import read_evaluations
+from tests.deployments.conftest import TIMEZONE, TINY_RETRAIN, real_prefect_yaml
 from tests.prefect_server import ServeProcess
 
-RUN_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 300  # worker pickup, flow-run subprocess start, one epoch, two evaluations
+RETRAIN = "retrain/retrain"
+NIGHTLY = "nightly-scoring/nightly-scoring"
+RETRAIN_ARTIFACT = "retrain-comparison"
 KOA_DEPLOYMENTS = {
     "nightly-scoring": "flows/nightly.py:nightly_scoring",
     "retrain": "flows/retrain.py:retrain",
     "evaluate": "flows/evaluate.py:evaluate",
 }
-IDLE_POOL = "koa-no-worker"
 # Jobs that must never overlap: a second run while one is active is cancelled, not queued.
 EXCLUSIVE = ("nightly-scoring", "retrain")
 
@@ -115,14 +114,27 @@ def test_a_server_that_dies_fails_the_health_wait_with_its_log(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_registered_deployment_keeps_the_yaml_settings(koa_serve: ServeProcess) -> None:
+def test_serve_registers_every_deployment_of_the_real_prefect_yaml(
+    koa_serve: ServeProcess,
+) -> None:
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(SAMPLE_DEPLOYMENT)
-    assert deployment.work_pool_name == WORK_POOL
-    assert deployment.pull_steps == real_prefect_yaml()["pull"]  # left unresolved
-    [schedule] = deployment.schedules
-    assert isinstance(schedule.schedule, CronSchedule)
-    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", TIMEZONE)
+        deployed = client.read_deployments()
+    assert {d.name: d.entrypoint for d in deployed} == KOA_DEPLOYMENTS
+    for deployment in deployed:
+        assert deployment.work_pool_name == WORK_POOL
+        assert deployment.enforce_parameter_schema
+        assert deployment.pull_steps == real_prefect_yaml()["pull"]  # left unresolved
+        [schedule] = deployment.schedules
+        assert isinstance(schedule.schedule, CronSchedule)
+        assert schedule.schedule.cron == _deployment(deployment.name)["schedules"][0]["cron"]
+        assert schedule.schedule.timezone == TIMEZONE
+
+
+@pytest.mark.slow
+def test_nightly_keeps_its_concurrency_settings_on_the_server(koa_serve: ServeProcess) -> None:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(NIGHTLY)
+    assert deployment.parameters == _deployment("nightly-scoring")["parameters"]
     assert deployment.global_concurrency_limit is not None
     assert deployment.global_concurrency_limit.limit == 1
     assert deployment.concurrency_options is not None
@@ -130,23 +142,22 @@ def test_registered_deployment_keeps_the_yaml_settings(koa_serve: ServeProcess) 
 
 
 @pytest.mark.slow
-def test_a_triggered_run_completes_in_the_checkout_and_publishes_artifacts(
+def test_a_triggered_retrain_completes_with_its_artifact_and_evaluations_row(
     koa_serve: ServeProcess,
 ) -> None:
-    flow_run = run_deployment(
-        SAMPLE_DEPLOYMENT, parameters={"greeting": "guten morgen"}, timeout=RUN_TIMEOUT_S
-    )
+    flow_run = run_deployment(RETRAIN, parameters=TINY_RETRAIN, timeout=RUN_TIMEOUT_S)
     assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         )
-    by_key = {artifact.key: artifact for artifact in artifacts}
-    table = json.loads(str(by_key[TABLE_KEY].data))
-    # repeats=2 comes from prefect.yaml, the greeting from this run: both reached the flow.
-    assert table == [{"index": i, "greeting": "guten morgen"} for i in range(2)]
-    # The worker runs from the data root; only the pull step can have moved the run here.
-    assert f"`{PROJECT_DIR}`" in str(by_key[REPORT_KEY].data)
+    [report] = [a for a in artifacts if a.key == RETRAIN_ARTIFACT]
+    assert "# Retrain: challenger" in str(report.data)
+    # The worker's KOA_HOME is the serve home: the row landed in its results, keyed by the run.
+    rows = read_evaluations(Settings(home=koa_serve.home).results_dir).to_pylist()
+    # A champion from an earlier run of this server is evaluated alongside, if there is one.
+    roles = sorted(r["role"] for r in rows if r["evaluation_id"] == str(flow_run.id))
+    assert roles in (["challenger"], ["challenger", "champion"])
 
 
 @pytest.mark.slow
@@ -154,33 +165,4 @@ def test_the_server_rejects_parameters_that_break_the_flow_signature(
     koa_serve: ServeProcess,
 ) -> None:
     with pytest.raises(PrefectHTTPStatusError, match="409"):
-        run_deployment(SAMPLE_DEPLOYMENT, parameters={"repeats": "many"}, timeout=0)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not (PROJECT_DIR / "flows" / "retrain.py").exists(), reason="flows/retrain.py not yet written"
-)
-@pytest.mark.skipif(
-    not (PROJECT_DIR / "flows" / "evaluate.py").exists(), reason="flows/evaluate.py not yet written"
-)
-def test_the_real_prefect_yaml_deploys(koa_serve: ServeProcess, tmp_path: Path) -> None:
-    # Same server, but onto a pool no worker polls: the real schedules must never fire here.
-    config = real_prefect_yaml()
-    for deployment in config["deployments"]:
-        deployment["work_pool"]["name"] = IDLE_POOL
-    prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(yaml.safe_dump(config))
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=IDLE_POOL, type="process"))
-    PrefectService(
-        koa_serve.home, port=koa_serve.port, prefect_file=prefect_file, timezone=TIMEZONE
-    ).deploy()
-    with get_client(sync_client=True) as client:
-        deployed = [d for d in client.read_deployments() if d.work_pool_name == IDLE_POOL]
-    assert {d.name: d.entrypoint for d in deployed} == KOA_DEPLOYMENTS
-    for deployment in deployed:
-        assert deployment.enforce_parameter_schema
-        [schedule] = deployment.schedules
-        assert isinstance(schedule.schedule, CronSchedule)
-        assert schedule.schedule.timezone == TIMEZONE
+        run_deployment(RETRAIN, parameters={"epochs": "many"}, timeout=0)
