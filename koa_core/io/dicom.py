@@ -130,6 +130,10 @@ def named_errors(path: Path, action: str) -> Iterator[None]:
     ) as error:
         raise CorruptImageError(path, f"{action}: {type(error).__name__}: {error}") from error
     except OSError as error:
+        # pydicom reports malformed content ("No tag to read at file position ...") as an
+        # OSError without an errno; only a real I/O failure carries one.
+        if error.errno is None:
+            raise CorruptImageError(path, f"{action}: {error}") from error
         raise ImageReadError(path, f"{action}: {error}") from error
     except BaseException as error:
         # Rust codecs (pylibjpeg-rle) panic on some corrupt frames; pyo3 raises that as
