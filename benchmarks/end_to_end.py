@@ -1,9 +1,9 @@
 """End to end: the nightly flow over N uncompressed 2048 px DICOMs, img/s and fixed start-up.
 
-Runs ``flows.nightly.nightly_scoring`` as a user would (LocalCluster from the settings, an
-ephemeral Prefect server) in a temporary ``KOA_HOME`` with an untrained champion of the
-default architecture (speed does not depend on the weights). After the run the Prefect
-API is asked for the task runs, which give:
+Runs ``flows.nightly.nightly_scoring`` as ``koa score`` does (LocalCluster from the settings,
+one temporary Prefect server shared with the workers) in a temporary ``KOA_HOME`` with an
+untrained champion of the default architecture (speed does not depend on the weights).
+After the run the Prefect API is asked for the task runs, which give:
 
 * start-up: flow run start -> the end of the first ``score`` task (listing, headers,
   manifest checks, the worker's first imports and model load, the first chunk);
@@ -26,7 +26,9 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from datetime import date, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +133,18 @@ def run_night(pool: list[Path], n: int, workers: int, day: date) -> dict[str, An
     return {"n": n, "workers": workers, "wall_s": wall, "cores_busy": cores, **figures}
 
 
-def warm_up(pool: list[Path]) -> None:
-    """A tiny run first, so the ephemeral Prefect server's start is not in any figure."""
-    run_night(pool, 4, 1, BENCH_DATE - timedelta(days=1))
+@contextmanager
+def prefect_api_for(home: Path) -> Iterator[None]:
+    """The Prefect API ``koa score`` uses: one temporary server, shared with the workers.
+
+    Its database lives under ``home``, so every run starts from an empty one; the server's
+    own start is outside every figure (it happens before the flow run starts).
+    """
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    from flows.local_run import prefect_api
+
+    with prefect_api():
+        yield
 
 
 def report(results: list[dict[str, Any]], title: str) -> str:
@@ -164,8 +175,8 @@ def run(quick: bool = False, n: int | None = None, workers: int = 2) -> dict[str
     n = n or (200 if quick else 2000)
     with tempfile.TemporaryDirectory(prefix="koa-bench-e2e-") as tmp:
         pool = prepare_home(Path(tmp), n, 10 if quick else 50)
-        warm_up(pool)
-        result = run_night(pool, n, workers, BENCH_DATE)
+        with prefect_api_for(Path(tmp)):
+            result = run_night(pool, n, workers, BENCH_DATE)
     chunk = os.environ.get(CHUNK_ENV, "default")
     result["table"] = report(
         [result],

@@ -2,7 +2,7 @@
 
 Per-image time should be flat in the batch size once the fixed start-up is paid: the
 script fits wall time = a + b * images and prints R^2 and each size's per-image time
-relative to the smallest batch. All runs share one ephemeral Prefect server and one set
+relative to the smallest batch. All runs share one temporary Prefect server and one set
 of input files (``end_to_end``).
 
     .venv/bin/python benchmarks/scaling.py [--quick]
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common import BENCH_DATE, fit_r2, machine, ratio, table
-from end_to_end import prepare_home, report, run_night, warm_up
+from end_to_end import prefect_api_for, prepare_home, report, run_night
 
 FULL_SIZES = (500, 1000, 2000, 4000)
 QUICK_SIZES = (50, 100, 200)
@@ -28,10 +28,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     sizes = QUICK_SIZES if quick else FULL_SIZES
     with tempfile.TemporaryDirectory(prefix="koa-bench-scaling-") as tmp:
         pool = prepare_home(Path(tmp), max(sizes), 10 if quick else 50)
-        warm_up(pool)
         days = iter(BENCH_DATE + timedelta(days=i) for i in range(1, 100))
-        workers = [run_night(pool, sizes[-2], count, next(days)) for count in (1, 2)]
-        series = [run_night(pool, n, 2, next(days)) for n in sizes]
+        with prefect_api_for(Path(tmp)):
+            workers = [run_night(pool, sizes[-2], count, next(days)) for count in (1, 2)]
+            series = [run_night(pool, n, 2, next(days)) for n in sizes]
     worker_table = report(workers, f"Scaling: 1 vs 2 Dask workers, {sizes[-2]} images")
     slope, intercept, r2 = fit_r2([r["n"] for r in series], [r["wall_s"] for r in series])
     first = series[0]["wall_s"] / series[0]["n"]

@@ -128,6 +128,15 @@ def run_suite(
     return _split(df, reasons, results, docs_path)
 
 
+def warm_up() -> None:
+    """Build this process's GX context now: the first suite run otherwise pays ~5 s for it.
+
+    The nightly flow calls this in a thread while its Dask workers start.
+    """
+    with _GX_LOCK:
+        _context()
+
+
 def check_batch_level(n_inputs: int, n_quarantined: int, max_share: float) -> None:
     """Fail a whole batch that is empty or mostly quarantined (a site or scanner problem).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.futures import PrefectFutureList, as_completed
 from prefect.runtime import flow_run
 
-from data_checks.runner import check_batch_level, run_suite
+from data_checks.runner import check_batch_level, run_suite, warm_up
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
 from koa_core import batch, results
@@ -30,6 +31,8 @@ from koa_core.scoring import score_chunk
 
 # Log records of scoring progress carry (done, total) under this key.
 PROGRESS_KEY = "koa_progress"
+# Images in the first chunk; chunks then double up to ``Settings.chunk_size``.
+FIRST_CHUNK = 8
 
 
 class ConcurrentRunError(KoaError):
@@ -51,14 +54,12 @@ def read_headers(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @task
 def prepare(rows: list[dict[str, Any]], scratch: str, chunk_id: int, size: int) -> dict[str, Any]:
-    """Decode, preprocess and check the model inputs of one chunk (on a Dask worker)."""
+    """Decode and preprocess the images of one chunk (on a Dask worker)."""
     prepared = prepare_chunk(rows, Path(scratch), chunk_id, size)
-    checked = run_suite(pd.DataFrame(prepared.rows), "model_input")
     return {
         "array_path": prepared.array_path,
-        "rows": _records(checked.passed),
+        "rows": prepared.rows,
         "read_failures": prepared.failures,
-        "input_failures": _records(checked.quarantined),
     }
 
 
@@ -117,6 +118,8 @@ def nightly_scoring(
 
 def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> dict[str, Any]:
     logger = get_run_logger()
+    # GX takes seconds to set up: do it while the workers start and read headers.
+    threading.Thread(target=warm_up, name="gx-warm-up", daemon=True).start()
     version = ModelRegistry().get(model_ref)
     run = batch.RunContext(day, _run_id(), version.version, version.weights_sha256)
     started = datetime.now(UTC)
@@ -156,7 +159,7 @@ def _process(
     )
     quarantine += _quarantined(checked.quarantined, "manifest", run)
     passed = _records(checked.passed)
-    chunks = list(batch.chunked(passed, settings.chunk_size))
+    chunks = list(batch.ramped(passed, settings.chunk_size, FIRST_CHUNK))
     prepared = prepare.map(
         chunks, unmapped(str(run_dir / "inputs")), range(len(chunks)), unmapped(settings.input_size)
     )
@@ -166,14 +169,18 @@ def _process(
             prepared, unmapped(model_dir), unmapped(settings.dask_threads_per_worker)
         )
     _report_progress(scored, [len(chunk) for chunk in chunks])
-    predictions = []
+    scored_rows = []
     for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
         quarantine += [_failure(row, "read", run, now) for row in chunk["read_failures"]]
-        quarantine += _quarantined(pd.DataFrame(chunk["input_failures"]), "model_input", run)
-        predictions += rows
+        scored_rows += rows
+    # The input checks run here, once, on the statistics every scored row carries: workers
+    # never import GX, and the scores of the rows that fail are dropped with them.
+    inputs = run_suite(pd.DataFrame(scored_rows), "model_input") if scored_rows else None
+    if inputs is not None:
+        quarantine += _quarantined(inputs.quarantined, "model_input", run)
     return {
         "quarantine": quarantine,
-        "predictions": predictions,
+        "predictions": _records(inputs.passed) if inputs is not None else [],
         "docs_path": checked.docs_path,
         "n_inputs": len(files) + len(listing.rejected),
     }

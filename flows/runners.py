@@ -10,7 +10,9 @@ from koa_core.config import Settings, get_settings
 def dask_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
     """``KOA_DASK_ADDRESS`` when set, else a ``LocalCluster`` sized by the settings.
 
-    The LocalCluster spills and writes worker files under the data root, not ``/tmp``.
+    The LocalCluster spills and writes worker files under the data root, not ``/tmp``. It
+    serves no dashboard; the scheduler's health endpoint listens on a free loopback port
+    (without ``scheduler_kwargs`` distributed binds it to port 8787 on every interface).
     """
     settings = settings or get_settings()
     if settings.dask_address:
@@ -22,6 +24,7 @@ def dask_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
             "threads_per_worker": settings.dask_threads_per_worker,
             "processes": True,
             "dashboard_address": None,
+            "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
             "local_directory": str(settings.home / "dask"),
         },
     )

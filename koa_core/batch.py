@@ -42,6 +42,20 @@ def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield list(items[start : start + size])
 
 
+def ramped(items: Sequence[T], size: int, first: int) -> Iterator[list[T]]:
+    """Slices of ``items`` that start at ``first`` and double up to ``size``.
+
+    Small first chunks let scoring start within seconds of a night's listing (the first
+    result arrives after ``first`` images, not ``size``); full chunks then keep the
+    per-task overhead low.
+    """
+    start, step = 0, max(1, min(first, size))
+    while start < len(items):
+        yield list(items[start : start + step])
+        start += step
+        step = min(2 * step, size)
+
+
 def quarantine_row(
     row: Mapping[str, Any],
     stage: str,

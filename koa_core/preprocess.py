@@ -8,10 +8,14 @@ The pipeline (``PREPROCESS_VERSION`` names it; bump it whenever any output can c
    pixel spacing is known (the joint sits in the middle of a PA knee view, and a fixed
    physical field makes the joint space the same number of pixels at every site), else the
    central square of the shorter side.
-3. ``clip_to_percentiles``: clip to the 0.5th-99.5th intensity percentiles of the crop,
-   found from a histogram (one pass, no sort), and scale to [0, 1]. This removes
+3. ``resize``: antialiased bilinear resize to the model's input size.
+4. ``clip_to_percentiles``: clip to the 0.5th-99.5th intensity percentiles of the resized
+   field, found from a histogram (one pass, no sort), and scale to [0, 1]. This removes
    collimator edges, burned-in markers and exposure differences between sites.
-4. ``resize``: antialiased bilinear resize to the model's input size.
+
+Version 2 resizes before it clips: the window is then found on ~50 thousand pixels instead
+of a few million, which made preprocessing ~4x cheaper (it was the largest per-image cost
+of a nightly run). Steps 1 and 2 are views, so only the field is ever copied.
 
 Normalisation by the model's mean/std happens at scoring time (``normalise``), because
 those numbers belong to the model card, not to the image.
@@ -26,11 +30,13 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 HISTOGRAM_BINS = 4096
 FIELD_MM = 150.0
+# Relative range below which an image counts as flat (a few float32 epsilons per bin).
+FLAT_TOLERANCE = 4 * HISTOGRAM_BINS * float(np.finfo(np.float32).eps)
 
 FloatImage = npt.NDArray[np.float32]
 
@@ -53,7 +59,9 @@ def histogram_percentiles(
     """
     values = np.asarray(image, dtype=np.float32).ravel()
     low, high = float(values.min()), float(values.max())
-    if high <= low:
+    # A flat image that went through resampling varies by float rounding only: too narrow a
+    # range for ``bins`` distinct float32 edges (np.histogram raises), and no contrast anyway.
+    if high - low <= FLAT_TOLERANCE * max(abs(low), abs(high), 1.0):
         return tuple(low for _ in percentiles)
     counts, edges = np.histogram(values, bins=bins, range=(low, high))
     cumulative = np.cumsum(counts, dtype=np.float64) / values.size
@@ -82,9 +90,9 @@ def clip_to_percentiles(
 def to_right_orientation(
     image: npt.NDArray[np.generic], laterality: str | None
 ) -> tuple[npt.NDArray[np.generic], bool]:
-    """Mirror a left knee left-right so it looks like a right knee; return (image, flipped)."""
+    """Mirror a left knee left-right so it looks like a right knee; return (view, flipped)."""
     if laterality == "L":
-        return np.ascontiguousarray(image[:, ::-1]), True
+        return image[:, ::-1], True
     return image, False
 
 
@@ -100,13 +108,18 @@ def centre_crop(
     return image[top : top + side, left : left + side]
 
 
-def resize(image: FloatImage, size: int) -> FloatImage:
-    """Antialiased bilinear resize to ``size`` x ``size``."""
-    if image.shape == (size, size):
-        return image.astype(np.float32, copy=False)
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+def resize(image: npt.NDArray[np.generic], size: int) -> FloatImage:
+    """Antialiased bilinear resize to ``size`` x ``size``, as float32.
+
+    The antialiasing filter's weights are all positive, so the output stays within the
+    input's range: no clamp is needed.
+    """
+    pixels = np.ascontiguousarray(image, dtype=np.float32)
+    if pixels.shape == (size, size):
+        return pixels
+    tensor = torch.from_numpy(pixels)[None, None]
     resized = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True)
-    return resized[0, 0].clamp_(0.0, 1.0).numpy()
+    return resized[0, 0].numpy()
 
 
 def normalise(image: FloatImage, mean: float, std: float) -> FloatImage:
@@ -130,5 +143,5 @@ def preprocess(
             the decode scale for a reduced-resolution decode); ``None`` when unknown.
     """
     oriented, flipped = to_right_orientation(np.asarray(pixels), laterality)
-    window = clip_to_percentiles(centre_crop(oriented, spacing_mm))
-    return ModelInput(pixels=resize(window, size), flipped=flipped)
+    field = resize(centre_crop(oriented, spacing_mm), size)
+    return ModelInput(pixels=clip_to_percentiles(field), flipped=flipped)

@@ -53,6 +53,13 @@ def test_constant_image_clips_to_zeros() -> None:
     assert not clip_to_percentiles(np.full((50, 50), 7.0)).any()
 
 
+@pytest.mark.parametrize("value", [0.0, 7.0, 1000.0, 65535.0])
+def test_a_flat_radiograph_preprocesses_to_zeros(value: float) -> None:
+    # Resampling a constant leaves float rounding noise, narrower than any histogram bin.
+    flat = np.full((611, 487), value, dtype=np.float32)
+    assert not preprocess(flat, "L", 224, spacing_mm=0.2).pixels.any()
+
+
 def test_clip_is_invariant_to_exposure(radiograph: np.ndarray) -> None:
     brighter = radiograph * 1.7 + 300.0
     np.testing.assert_allclose(

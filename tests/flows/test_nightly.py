@@ -7,10 +7,13 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
 from koa_core import results
 from koa_core.config import get_settings
@@ -30,9 +33,19 @@ def night(koa_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     incoming = get_settings().incoming_dir
     dicoms = write_nightly_batch(incoming, 10, seed=11, batch_date=BATCH_DATE, bad=6)
     pngs = write_nightly_batch(incoming, 3, seed=12, batch_date=BATCH_DATE, file_format="png")
+    _write_blank_copy(Path(dicoms[0].path), incoming / BATCH_DATE.isoformat() / "blank.dcm")
     inputs = sorted(str(p) for p in (incoming / BATCH_DATE.isoformat()).rglob("*") if p.is_file())
     version = register_tiny_champion(INPUT_SIZE)
     return {"inputs": inputs, "records": [*dicoms, *pngs], "version": version}
+
+
+def _write_blank_copy(knee: Path, out: Path) -> None:
+    """A valid knee DICOM whose pixels are all one value: only the input checks can catch it."""
+    ds = pydicom.dcmread(knee)
+    flat = np.full_like(ds.pixel_array, 1000)
+    ds.set_pixel_data(flat, ds.PhotometricInterpretation, int(ds.BitsStored))
+    ds.SOPInstanceUID = generate_uid()
+    ds.save_as(out)
 
 
 def _run(dask_cluster: str) -> dict[str, object]:
@@ -66,6 +79,9 @@ def test_every_input_is_scored_or_quarantined_exactly_once(
     assert scores.schema.equals(results.scores_schema(), check_metadata=False)
     assert set(scores["model_version"].to_pylist()) == {night["version"]}
     assert quarantine.num_rows >= 6 and all(quarantine["reasons"].to_pylist())
+    blank = [row for row in quarantine.to_pylist() if row["source_path"].endswith("blank.dcm")]
+    assert [row["stage"] for row in blank] == ["model_input"]
+    assert "blank_image" in blank[0]["reasons"].split(";")
 
 
 def test_rerun_replaces_the_partition_with_identical_rows(
