@@ -24,7 +24,7 @@ from koa_core import batch, results
 from koa_core.config import Settings, get_settings
 from koa_core.errors import BatchFailedError, KoaError
 from koa_core.io.sources import BatchListing, cleanup_staging, pull_batch, staging_dir_for
-from koa_core.manifest import build_manifest
+from koa_core.manifest import build_manifest, with_sha256
 from koa_core.prepare import prepare_chunk
 from koa_core.registry import ModelRegistry
 from koa_core.scoring import score_chunk
@@ -48,7 +48,7 @@ def pull(source: str, batch_date: date, staging_dir: Path) -> BatchListing:
 @task
 def read_headers(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Header-only manifest rows for a chunk of files."""
-    rows = build_manifest([Path(item["path"]) for item in files])
+    rows = build_manifest([Path(item["path"]) for item in files], [i["sha256"] for i in files])
     return [{**row, "origin": item["origin"]} for row, item in zip(rows, files, strict=True)]
 
 
@@ -148,7 +148,7 @@ def _process(
         batch.quarantine_row({"origin": r.origin}, "read", r.reason, r.detail, run, now)
         for r in listing.rejected
     ]
-    files = [{"path": str(f.path), "origin": f.origin} for f in listing.files]
+    files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
     header_chunks = read_headers.map(list(batch.chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
     checked = run_suite(
@@ -157,7 +157,9 @@ def _process(
         data_docs_dir=run_dir / "data_docs",
         run_name=f"{run.batch_date}-{run.run_id}",
     )
-    quarantine += _quarantined(checked.quarantined, "manifest", run)
+    # Passed rows are hashed while they are decoded; refused ones are hashed here.
+    refused = pd.DataFrame(with_sha256(_records(checked.quarantined)))
+    quarantine += _quarantined(refused, "manifest", run)
     passed = _records(checked.passed)
     chunks = list(batch.ramped(passed, settings.chunk_size, FIRST_CHUNK))
     prepared = prepare.map(

@@ -246,7 +246,7 @@ def promote_model(
 
     with clear_errors():
         if force:
-            version = ModelRegistry().set_champion(ref)
+            version = ModelRegistry().force_champion(ref)
             err.print(
                 f"[bold yellow]warning:[/] {version.version} made champion by --force,"
                 " without the promotion rule"

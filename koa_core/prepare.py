@@ -18,6 +18,7 @@ import numpy.typing as npt
 from koa_core.checkpoint import atomic_write_bytes
 from koa_core.errors import ImageReadError
 from koa_core.io.reader import read_radiograph
+from koa_core.manifest import with_sha256
 from koa_core.preprocess import ModelInput, preprocess
 from koa_core.quality import input_statistics
 
@@ -52,10 +53,13 @@ def to_uint8(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
 def prepare_chunk(
     rows: list[dict[str, Any]], scratch_dir: Path, chunk_id: int, input_size: int
 ) -> PreparedChunk:
-    """Decode and preprocess every row of a chunk; save the stack as ``chunk-<id>.npy``."""
+    """Hash, decode and preprocess every row of a chunk; save the stack as ``chunk-<id>.npy``.
+
+    Rows without a ``sha256`` get one here, where the file is read in full anyway.
+    """
     images: list[npt.NDArray[np.uint8]] = []
     prepared, failures = [], []
-    for row in rows:
+    for row in with_sha256(rows):
         try:
             model_input = model_input_of(Path(row["source_path"]), input_size)
         except ImageReadError as error:

@@ -379,6 +379,28 @@ class ModelRegistry:
         log.info("champion is now %s", found.version)
         return found
 
+    def force_champion(self, version: str | Path | ModelVersion) -> ModelVersion:
+        """Make ``version`` champion without the promotion rule, and log that it was forced.
+
+        An operator's override is a promotion decision like any other: the audit trail in
+        ``promotions.jsonl`` must show who the champion was and that no rule was applied.
+        """
+        with self._lock():
+            current = self.champion()
+            found = self.set_champion(version)
+            _append_line(
+                self.root / PROMOTIONS_LOG,
+                {
+                    "at": datetime.now(UTC).isoformat(),
+                    "challenger": found.version,
+                    "champion": None if current is None else current.version,
+                    "promoted": True,
+                    "forced": True,
+                    "reason": "forced by the operator, without the promotion rule",
+                },
+            )
+        return found
+
     def promote(
         self,
         challenger_ref: str | Path | ModelVersion,

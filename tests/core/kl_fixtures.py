@@ -10,6 +10,22 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from koa_core.train import TrainConfig
+
+# A network small enough to train in seconds on 64 px knees; one thread, because tiny
+# tensors gain nothing from a second one and it would only contend with other tests.
+TINY_CONFIG = TrainConfig(
+    epochs=4,
+    batch_size=8,
+    lr=3e-3,
+    patience=100,
+    input_size=64,
+    depth=(1, 1),
+    width=8,
+    device="cpu",
+    threads=1,
+)
+
 # The real reader rejects images under Settings.min_image_px (256): stay above it.
 HEIGHT, WIDTH = 272, 256
 

@@ -88,6 +88,10 @@ def test_worse_challenger_is_refused_then_forced(other_data: Path, tmp_path: Pat
     forced = runner.invoke(app, ["models", "promote", useless, "--force"])
     assert forced.exit_code == 0 and "warning" in forced.output
     assert ModelRegistry().champion().version == useless  # type: ignore[union-attr]
+    refused, overridden = ModelRegistry().promotions()[-2:]
+    assert (refused["promoted"], refused.get("forced")) == (False, None)
+    assert overridden["forced"] and overridden["promoted"]
+    assert (overridden["challenger"], overridden["champion"]) == (useless, champion)
 
 
 def test_validation_split_can_be_evaluated(other_data: Path) -> None:

@@ -21,20 +21,9 @@ from koa_core.evaluation import (
 )
 from koa_core.model import build_model
 from koa_core.registry import ModelRegistry, ModelVersion
-from koa_core.train import TrainConfig, train
+from koa_core.train import train
+from tests.core.kl_fixtures import TINY_CONFIG as CONFIG
 from tests.core.kl_fixtures import write_image_folder
-
-CONFIG = TrainConfig(
-    epochs=4,
-    batch_size=8,
-    lr=3e-3,
-    patience=100,
-    input_size=64,
-    depth=(1, 1),
-    width=8,
-    device="cpu",
-    threads=1,
-)
 
 
 @pytest.fixture(scope="module")

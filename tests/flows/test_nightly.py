@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from koa_core import results
 from koa_core.config import get_settings
+from koa_core.manifest import file_sha256
 from koa_core.phantom import write_nightly_batch
 from tests.flows.models import register_tiny_champion
 
@@ -79,6 +80,8 @@ def test_every_input_is_scored_or_quarantined_exactly_once(
     assert scores.schema.equals(results.scores_schema(), check_metadata=False)
     assert set(scores["model_version"].to_pylist()) == {night["version"]}
     assert quarantine.num_rows >= 6 and all(quarantine["reasons"].to_pylist())
+    for row in [*scores.to_pylist(), *quarantine.to_pylist()]:
+        assert row["source_sha256"] == file_sha256(Path(row["source_path"])), row["source_path"]
     blank = [row for row in quarantine.to_pylist() if row["source_path"].endswith("blank.dcm")]
     assert [row["stage"] for row in blank] == ["model_input"]
     assert "blank_image" in blank[0]["reasons"].split(";")

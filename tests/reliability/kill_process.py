@@ -13,22 +13,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from koa_core import checkpoint
-from koa_core.train import TrainConfig
+from tests.core.kl_fixtures import TINY_CONFIG
 
-TRAIN_CONFIG = TrainConfig(
-    epochs=3,
-    batch_size=8,
-    lr=3e-3,
-    patience=100,
-    input_size=64,
-    depth=(1, 1),
-    width=8,
-    device="cpu",
-    threads=1,
-)
+TRAIN_CONFIG = replace(TINY_CONFIG, epochs=3)
 _real_atomic_write = checkpoint.atomic_write_bytes
 
 

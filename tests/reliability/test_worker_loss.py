@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import dask
 import psutil
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from koa_core import results
 from koa_core.config import get_settings
@@ -27,19 +25,6 @@ from tests.reliability.helpers import (
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 WATCH_TIMEOUT_S = 300.0
-
-
-@pytest.fixture(scope="module")
-def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A two-worker cluster of this module's own: its workers get killed."""
-    scratch = tmp_path_factory.mktemp("dask-loss")
-    with (
-        dask.config.set({"temporary-directory": str(scratch)}),
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, dashboard_address=None, processes=True
-        ) as cluster,
-    ):
-        yield cluster.scheduler_address
 
 
 class WorkerKiller:
@@ -74,12 +59,12 @@ class WorkerKiller:
 
 
 @pytest.mark.parametrize("stage", ["prepare", "score"])
-def test_worker_killed_mid_stage(small_settings: Path, own_cluster: str, stage: str) -> None:
+def test_worker_killed_mid_stage(small_settings: Path, dask_cluster: str, stage: str) -> None:
     write_replicated_batch(batch_folder(), 24)  # six chunks: work remains after the kill
     inputs = batch_inputs()
-    with WorkerKiller(own_cluster, stage) as killer:
+    with WorkerKiller(dask_cluster, stage) as killer:
         try:
-            summary = run_nightly(own_cluster)
+            summary = run_nightly(dask_cluster)
         except Exception as error:  # noqa: BLE001 - either outcome is allowed; it must be clean
             summary = None
             failure = error
