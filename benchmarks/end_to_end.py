@@ -5,10 +5,10 @@ one temporary Prefect server shared with the workers) in a temporary ``KOA_HOME`
 untrained champion of the default architecture (speed does not depend on the weights).
 After the run the Prefect API is asked for the task runs, which give:
 
-* start-up: flow run start -> the end of the first ``score`` task (listing, headers,
-  manifest checks, the worker's first imports and model load, the first chunk);
-* steady img/s: images after the first scored chunk / time from its end to the last
-  ``score`` task's end;
+* start-up: flow run start -> the first chunk settled, as the flow's progress records say
+  (listing, headers, manifest checks, the workers' first imports and model load, the
+  first chunk);
+* steady img/s: images settled after the first chunk / time from then to the last chunk;
 * task seconds per image by task name (where the time goes);
 * CPU cores busy: CPU seconds of this process and its (reaped) Dask workers / wall time.
 
@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +96,32 @@ def _task_runs(flow_run_id: str) -> tuple[Any, list[Any]]:
     return flow_run, runs
 
 
-def _timeline(flow_run_id: str, n: int, chunk: int) -> dict[str, Any]:
+class _ProgressLog(logging.Handler):
+    """Keeps (time, images settled) of the flow's progress records, as ``koa score`` reads them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled: list[tuple[datetime, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from flows.nightly import PROGRESS_KEY
+
+        done_total = getattr(record, PROGRESS_KEY, None)
+        if done_total is not None:
+            self.settled.append((datetime.fromtimestamp(record.created, UTC), done_total[0]))
+
+
+def _timeline(flow_run_id: str, n: int, settled: list[tuple[datetime, int]]) -> dict[str, Any]:
     flow_run, runs = _task_runs(flow_run_id)
     busy: dict[str, float] = defaultdict(float)
     for run in runs:
         if run.start_time and run.end_time:
             busy[run.name.rsplit("-", 1)[0]] += (run.end_time - run.start_time).total_seconds()
-    score_ends = sorted(r.end_time for r in runs if r.name.startswith("score") and r.end_time)
-    startup = (score_ends[0] - flow_run.start_time).total_seconds()
-    steady = (score_ends[-1] - score_ends[0]).total_seconds()
+    (first_at, first_done), (last_at, _) = settled[0], settled[-1]
+    steady = (last_at - first_at).total_seconds()
     return {
-        "startup_s": startup,
-        "steady_img_s": (n - chunk) / steady if steady > 0 else float("nan"),
+        "startup_s": (first_at - flow_run.start_time).total_seconds(),
+        "steady_img_s": (n - first_done) / steady if steady > 0 else float("nan"),
         "flow_s": (flow_run.end_time - flow_run.start_time).total_seconds(),
         "task_s_per_image": {name: seconds / n for name, seconds in busy.items()},
     }
@@ -123,13 +138,18 @@ def run_night(pool: list[Path], n: int, workers: int, day: date) -> dict[str, An
     settings = get_settings()
     link_batch(pool, settings.incoming_dir, day, n)
     flow = nightly_scoring.with_options(task_runner=dask_task_runner(settings))
+    progress, logger = _ProgressLog(), logging.getLogger("prefect.flow_runs")
+    logger.addHandler(progress)
     cpu, start = _cpu_seconds(), time.perf_counter()
-    summary = flow(batch_date=day)
+    try:
+        summary = flow(batch_date=day)
+    finally:
+        logger.removeHandler(progress)
     wall = time.perf_counter() - start
     cores = (_cpu_seconds() - cpu) / wall
     if summary["n_scored"] != n:
         raise RuntimeError(f"scored {summary['n_scored']} of {n}: {summary}")
-    figures = _timeline(summary["run_id"], n, settings.chunk_size)
+    figures = _timeline(summary["run_id"], n, progress.settled)
     return {"n": n, "workers": workers, "wall_s": wall, "cores_busy": cores, **figures}
 
 

@@ -13,7 +13,7 @@ from uuid import uuid4
 import pandas as pd
 from dask.base import annotate
 from filelock import FileLock, Timeout
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.futures import PrefectFutureList, as_completed
 from prefect.runtime import flow_run
 
@@ -162,14 +162,7 @@ def _process(
     quarantine += _quarantined(refused, "manifest", run)
     passed = _records(checked.passed)
     chunks = list(batch.ramped(passed, settings.chunk_size, FIRST_CHUNK))
-    prepared = prepare.map(
-        chunks, unmapped(str(run_dir / "inputs")), range(len(chunks)), unmapped(settings.input_size)
-    )
-    routing = annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext()
-    with routing:
-        scored = score.map(
-            prepared, unmapped(model_dir), unmapped(settings.dask_threads_per_worker)
-        )
+    prepared, scored = _submit_chunks(settings, chunks, run_dir / "inputs", model_dir)
     _report_progress(scored, [len(chunk) for chunk in chunks])
     scored_rows = []
     for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
@@ -186,6 +179,25 @@ def _process(
         "docs_path": checked.docs_path,
         "n_inputs": len(files) + len(listing.rejected),
     }
+
+
+def _submit_chunks(
+    settings: Settings, chunks: list[list[dict[str, Any]]], scratch: Path, model_dir: str
+) -> tuple[PrefectFutureList[dict[str, Any]], PrefectFutureList[list[dict[str, Any]]]]:
+    """Submit prepare then score for each chunk in turn.
+
+    Dask runs what was submitted first first: submitting chunk by chunk (not all prepares,
+    then all scores) lets a worker score a prepared chunk before it prepares later ones,
+    so results, and progress, flow from the first seconds instead of at the end.
+    """
+    prepared: PrefectFutureList[dict[str, Any]] = PrefectFutureList()
+    scored: PrefectFutureList[list[dict[str, Any]]] = PrefectFutureList()
+    for index, chunk in enumerate(chunks):
+        prepared.append(prepare.submit(chunk, str(scratch), index, settings.input_size))
+        # A fresh context per chunk: annotate() can be entered only once.
+        with annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext():
+            scored.append(score.submit(prepared[-1], model_dir, settings.dask_threads_per_worker))
+    return prepared, scored
 
 
 def _report_progress(
