@@ -154,16 +154,17 @@ def run_night(pool: list[Path], n: int, workers: int, day: date) -> dict[str, An
 
 
 @contextmanager
-def prefect_api_for(home: Path) -> Iterator[None]:
+def prefect_api() -> Iterator[None]:
     """The Prefect API ``koa score`` uses: one temporary server, shared with the workers.
 
-    Its database lives under ``home``, so every run starts from an empty one; the server's
-    own start is outside every figure (it happens before the flow run starts).
+    The server's own start is outside every figure (it happens before the flow run starts).
+    Its database lives in a folder of its own for this process: Prefect reads
+    ``PREFECT_HOME`` once, on import, so every run in the process shares it.
     """
-    os.environ["PREFECT_HOME"] = str(home / "prefect")
-    from flows.local_run import prefect_api
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="koa-bench-prefect-"))
+    from flows.local_run import prefect_api as shared_api
 
-    with prefect_api():
+    with shared_api():
         yield
 
 
@@ -195,7 +196,7 @@ def run(quick: bool = False, n: int | None = None, workers: int = 2) -> dict[str
     n = n or (200 if quick else 2000)
     with tempfile.TemporaryDirectory(prefix="koa-bench-e2e-") as tmp:
         pool = prepare_home(Path(tmp), n, 10 if quick else 50)
-        with prefect_api_for(Path(tmp)):
+        with prefect_api():
             result = run_night(pool, n, workers, BENCH_DATE)
     chunk = os.environ.get(CHUNK_ENV, "default")
     result["table"] = report(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common import BENCH_DATE, fit_r2, machine, ratio, table
-from end_to_end import prefect_api_for, prepare_home, report, run_night
+from end_to_end import prefect_api, prepare_home, report, run_night
 
 FULL_SIZES = (500, 1000, 2000, 4000)
 QUICK_SIZES = (50, 100, 200)
@@ -29,7 +29,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="koa-bench-scaling-") as tmp:
         pool = prepare_home(Path(tmp), max(sizes), 10 if quick else 50)
         days = iter(BENCH_DATE + timedelta(days=i) for i in range(1, 100))
-        with prefect_api_for(Path(tmp)):
+        with prefect_api():
             workers = [run_night(pool, sizes[-2], count, next(days)) for count in (1, 2)]
             series = [run_night(pool, n, 2, next(days)) for n in sizes]
     worker_table = report(workers, f"Scaling: 1 vs 2 Dask workers, {sizes[-2]} images")

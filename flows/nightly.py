@@ -7,7 +7,7 @@ import threading
 from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import uuid4
 
 import pandas as pd
@@ -29,6 +29,10 @@ from koa_core.prepare import prepare_chunk
 from koa_core.registry import ModelRegistry
 from koa_core.scoring import score_chunk
 
+T = TypeVar("T")
+Rows = list[dict[str, Any]]
+# A prepared chunk: its array_path, the decoded rows and the read failures.
+Prepared = dict[str, Any]
 # Log records of scoring progress carry (done, total) under this key.
 PROGRESS_KEY = "koa_progress"
 # Images in the first chunk; chunks then double up to ``Settings.chunk_size``.
@@ -52,24 +56,41 @@ def read_headers(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "origin": item["origin"]} for row, item in zip(rows, files, strict=True)]
 
 
+class Sealed(Generic[T]):
+    """A value in a box that Prefect and Dask pass along without looking inside.
+
+    Prefect walks every dict and list of a task's arguments and resolved inputs, looking
+    for futures: ~50 ms per 64-row chunk, on the flow's one thread and again on the worker.
+    (``prefect.utilities.annotations.quote`` would do, but Dask unpacks it as a tuple.)
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+
 @task
-def prepare(rows: list[dict[str, Any]], scratch: str, chunk_id: int, size: int) -> dict[str, Any]:
+def prepare(rows: Sealed[Rows], scratch: str, chunk_id: int, size: int) -> Sealed[Prepared]:
     """Decode and preprocess the images of one chunk (on a Dask worker)."""
-    prepared = prepare_chunk(rows, Path(scratch), chunk_id, size)
-    return {
-        "array_path": prepared.array_path,
-        "rows": prepared.rows,
-        "read_failures": prepared.failures,
-    }
+    prepared = prepare_chunk(rows.value, Path(scratch), chunk_id, size)
+    return Sealed(
+        {
+            "array_path": prepared.array_path,
+            "rows": prepared.rows,
+            "read_failures": prepared.failures,
+        }
+    )
 
 
 @task
-def score(prepared: dict[str, Any], model_dir: str, threads: int) -> list[dict[str, Any]]:
+def score(prepared: Sealed[Prepared], model_dir: str, threads: int) -> Sealed[Rows]:
     """Score one prepared chunk with the model, loaded once per worker."""
     import torch
 
     torch.set_num_threads(threads)
-    return score_chunk(prepared["array_path"], prepared["rows"], model_dir)
+    chunk = prepared.value
+    return Sealed(score_chunk(chunk["array_path"], chunk["rows"], model_dir))
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -166,8 +187,8 @@ def _process(
     _report_progress(scored, [len(chunk) for chunk in chunks])
     scored_rows = []
     for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
-        quarantine += [_failure(row, "read", run, now) for row in chunk["read_failures"]]
-        scored_rows += rows
+        quarantine += [_failure(row, "read", run, now) for row in chunk.value["read_failures"]]
+        scored_rows += rows.value
     # The input checks run here, once, on the statistics every scored row carries: workers
     # never import GX, and the scores of the rows that fail are dropped with them.
     inputs = run_suite(pd.DataFrame(scored_rows), "model_input") if scored_rows else None
@@ -183,26 +204,24 @@ def _process(
 
 def _submit_chunks(
     settings: Settings, chunks: list[list[dict[str, Any]]], scratch: Path, model_dir: str
-) -> tuple[PrefectFutureList[dict[str, Any]], PrefectFutureList[list[dict[str, Any]]]]:
+) -> tuple[PrefectFutureList[Sealed[Prepared]], PrefectFutureList[Sealed[Rows]]]:
     """Submit prepare then score for each chunk in turn.
 
     Dask runs what was submitted first first: submitting chunk by chunk (not all prepares,
     then all scores) lets a worker score a prepared chunk before it prepares later ones,
     so results, and progress, flow from the first seconds instead of at the end.
     """
-    prepared: PrefectFutureList[dict[str, Any]] = PrefectFutureList()
-    scored: PrefectFutureList[list[dict[str, Any]]] = PrefectFutureList()
+    prepared: PrefectFutureList[Sealed[Prepared]] = PrefectFutureList()
+    scored: PrefectFutureList[Sealed[Rows]] = PrefectFutureList()
     for index, chunk in enumerate(chunks):
-        prepared.append(prepare.submit(chunk, str(scratch), index, settings.input_size))
+        prepared.append(prepare.submit(Sealed(chunk), str(scratch), index, settings.input_size))
         # A fresh context per chunk: annotate() can be entered only once.
         with annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext():
             scored.append(score.submit(prepared[-1], model_dir, settings.dask_threads_per_worker))
     return prepared, scored
 
 
-def _report_progress(
-    scored: PrefectFutureList[list[dict[str, Any]]], chunk_sizes: list[int]
-) -> None:
+def _report_progress(scored: PrefectFutureList[Sealed[Rows]], chunk_sizes: list[int]) -> None:
     """Log each settled chunk; ``koa_progress`` lets a terminal draw a progress bar."""
     logger = get_run_logger()
     sizes = dict(zip((future.task_run_id for future in scored), chunk_sizes, strict=True))
