@@ -14,7 +14,7 @@ import pandas as pd
 from dask.base import annotate
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
-from prefect.futures import PrefectFutureList, as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from data_checks.runner import check_batch_level, run_suite, warm_up
@@ -186,7 +186,8 @@ def _process(
     prepared, scored = _submit_chunks(settings, chunks, run_dir / "inputs", model_dir)
     _report_progress(scored, [len(chunk) for chunk in chunks])
     scored_rows = []
-    for chunk, rows in zip(prepared.result(), scored.result(), strict=True):
+    for prepared_chunk, scored_chunk in zip(prepared, scored, strict=True):
+        chunk, rows = prepared_chunk.result(), scored_chunk.result()
         quarantine += [_failure(row, "read", run, now) for row in chunk.value["read_failures"]]
         scored_rows += rows.value
     # The input checks run here, once, on the statistics every scored row carries: workers
@@ -204,24 +205,26 @@ def _process(
 
 def _submit_chunks(
     settings: Settings, chunks: list[list[dict[str, Any]]], scratch: Path, model_dir: str
-) -> tuple[PrefectFutureList[Sealed[Prepared]], PrefectFutureList[Sealed[Rows]]]:
+) -> tuple[list[PrefectFuture[Sealed[Prepared]]], list[PrefectFuture[Sealed[Rows]]]]:
     """Submit prepare then score for each chunk in turn.
 
     Dask runs what was submitted first first: submitting chunk by chunk (not all prepares,
     then all scores) lets a worker score a prepared chunk before it prepares later ones,
     so results, and progress, flow from the first seconds instead of at the end.
     """
-    prepared: PrefectFutureList[Sealed[Prepared]] = PrefectFutureList()
-    scored: PrefectFutureList[Sealed[Rows]] = PrefectFutureList()
+    prepared: list[PrefectFuture[Sealed[Prepared]]] = []
+    scored: list[PrefectFuture[Sealed[Rows]]] = []
     for index, chunk in enumerate(chunks):
         prepared.append(prepare.submit(Sealed(chunk), str(scratch), index, settings.input_size))
         # A fresh context per chunk: annotate() can be entered only once.
         with annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext():
-            scored.append(score.submit(prepared[-1], model_dir, settings.dask_threads_per_worker))
+            # A future stands in for its result; Prefect's stubs only accept the result type.
+            upstream: Any = prepared[-1]
+            scored.append(score.submit(upstream, model_dir, settings.dask_threads_per_worker))
     return prepared, scored
 
 
-def _report_progress(scored: PrefectFutureList[Sealed[Rows]], chunk_sizes: list[int]) -> None:
+def _report_progress(scored: list[PrefectFuture[Sealed[Rows]]], chunk_sizes: list[int]) -> None:
     """Log each settled chunk; ``koa_progress`` lets a terminal draw a progress bar."""
     logger = get_run_logger()
     sizes = dict(zip((future.task_run_id for future in scored), chunk_sizes, strict=True))
