@@ -1,15 +1,18 @@
-"""The LocalCluster koa's flows start: sized by the settings, serving nothing beyond loopback."""
+"""The LocalCluster koa's flows start: sized by the settings, serving nothing beyond loopback,
+its workers started with koa's allocator settings."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
-from flows.runners import dask_task_runner
+from flows.runners import WORKER_MALLOC_ENV, dask_task_runner
 from koa_core.config import get_settings
 
 
@@ -21,7 +24,11 @@ def _status_code(url: str) -> int:
         return error.code
 
 
-def test_local_cluster_serves_health_on_loopback_and_no_dashboard(
+def _malloc_environ() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in WORKER_MALLOC_ENV}
+
+
+def test_local_cluster_serves_health_on_loopback_and_tunes_worker_malloc(
     koa_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KOA_DASK_WORKERS", "1")
@@ -37,3 +44,6 @@ def test_local_cluster_serves_health_on_loopback_and_no_dashboard(
         assert _status_code(f"{base}/health") == 200
         assert _status_code(f"{base}/status") == 404
         assert (koa_home / "dask").is_dir()
+        with Client(cluster) as client:
+            environs = client.run(_malloc_environ)
+        assert list(environs.values()) == [WORKER_MALLOC_ENV]
