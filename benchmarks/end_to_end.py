@@ -12,10 +12,13 @@ After the run the Prefect API is asked for the task runs, which give:
 * task seconds per image by task name (where the time goes);
 * CPU cores busy: CPU seconds of this process and its (reaped) Dask workers / wall time.
 
+The flow runs three times by default (three batch dates), and every figure is also given
+as the median of the runs.
+
 The inputs are copies of a few dozen renders (see ``common.replicate``); each batch is a
 folder of hard links to them, so several batch sizes share one set of files.
 
-    .venv/bin/python benchmarks/end_to_end.py [--quick] [--n 2000] [--workers 2]
+    .venv/bin/python benchmarks/end_to_end.py [--quick] [--n 2000] [--workers 2] [--repeats 3]
 """
 
 from __future__ import annotations
