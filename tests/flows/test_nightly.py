@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -23,13 +26,15 @@ from tests.flows.models import register_tiny_champion
 
 BATCH_DATE = date(2026, 11, 27)
 INPUT_SIZE = 64
+CHUNK_SIZE = 3
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 @pytest.fixture
 def night(koa_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     monkeypatch.setenv("KOA_INPUT_SIZE", str(INPUT_SIZE))
-    monkeypatch.setenv("KOA_CHUNK_SIZE", "4")
+    # More chunks than the flow keeps in flight on the two-worker cluster.
+    monkeypatch.setenv("KOA_CHUNK_SIZE", str(CHUNK_SIZE))
     get_settings.cache_clear()
     incoming = get_settings().incoming_dir
     dicoms = write_nightly_batch(incoming, 10, seed=11, batch_date=BATCH_DATE, bad=6)
@@ -58,6 +63,31 @@ def _run(dask_cluster: str) -> dict[str, object]:
     return flow(batch_date=BATCH_DATE)
 
 
+class _ProgressRecords(logging.Handler):
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.done_total: list[tuple[int, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (done_total := getattr(record, self.key, None)) is not None:
+            self.done_total.append(done_total)
+
+
+@contextmanager
+def _progress_records() -> Iterator[_ProgressRecords]:
+    # Imported first: importing the flow sets Prefect's logging up, which drops the
+    # handlers of its loggers.
+    from flows.nightly import PROGRESS_KEY
+
+    handler, logger = _ProgressRecords(PROGRESS_KEY), logging.getLogger("prefect.flow_runs")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
 def _stable(table: pa.Table) -> pd.DataFrame:
     frame = table.to_pandas().drop(
         columns=["run_id", "scored_at", "quarantined_at"], errors="ignore"
@@ -68,10 +98,18 @@ def _stable(table: pa.Table) -> pd.DataFrame:
 def test_every_input_is_scored_or_quarantined_exactly_once(
     night: dict[str, object], dask_cluster: str
 ) -> None:
-    summary = _run(dask_cluster)
+    with _progress_records() as progress:
+        summary = _run(dask_cluster)
     root = get_settings().results_dir
     scores = results.read_table(results.SCORES, root, BATCH_DATE)
     quarantine = results.read_table(results.QUARANTINE, root, BATCH_DATE)
+    # One record per settled chunk (the last may be short), counting up to every image that
+    # reached decoding: more than were scored, as blank.dcm was refused after.
+    (total,) = {total for _, total in progress.done_total}
+    steps = np.diff([0] + [done for done, _ in progress.done_total]).tolist()
+    full, rest = divmod(total, CHUNK_SIZE)
+    assert total > summary["n_scored"] and sum(steps) == total
+    assert sorted(steps, reverse=True) == [CHUNK_SIZE] * full + [rest] * (rest > 0)
     written = Counter(scores["source_path"].to_pylist() + quarantine["source_path"].to_pylist())
     assert sorted(written) == night["inputs"]
     assert set(written.values()) == {1}
