@@ -46,7 +46,7 @@ def cpu_model() -> str:
 
 def machine() -> str:
     """One line naming the machine: CPU, cores, ISA features that decide the fast path."""
-    from koa_core.inference import cpu_has_fast_bf16
+    from koa_core.model.inference import cpu_has_fast_bf16
 
     isa = torch.backends.cpu.get_cpu_capability()
     bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"

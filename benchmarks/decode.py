@@ -22,8 +22,8 @@ import torch
 from common import machine, median_seconds, ratio, render_originals, table
 from PIL import Image
 
+from koa_core.imaging.transforms import preprocess
 from koa_core.io.reader import read_radiograph
-from koa_core.preprocess import preprocess
 
 SIZE_PX = 2048
 INPUT_SIZE = 224

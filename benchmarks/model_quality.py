@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from koa_core.datasets import load_dataset
-from koa_core.evaluation import evaluate_probabilities
-from koa_core.inference import predict_dataset, resolve_device
-from koa_core.model import build_model, load_model, place
+from koa_core.data.datasets import load_dataset
+from koa_core.evaluation.evaluate import evaluate_probabilities
+from koa_core.model.inference import predict_dataset, resolve_device
+from koa_core.model.network import build_model, load_model, place
 from koa_core.phantom import kl_folder_image
-from koa_core.train import TrainConfig, augment_batch, kl_loss, train
+from koa_core.training.loop import TrainConfig, augment_batch, kl_loss, train
 
 TARGETS = {"qwk": (">=", 0.90), "auc_koa": (">=", 0.97), "accuracy": (">=", 0.80)}
 ECE_TARGET = 0.03

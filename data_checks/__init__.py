@@ -16,7 +16,7 @@ codes. Conventions the suites rely on:
 - koa's own outputs: every DICOM koa writes carries Manufacturer ``koa`` and the value
   ``KOA`` in ImageType (e.g. ``DERIVED\\SECONDARY\\KOA``), so a result dropped back into
   the incoming folder is quarantined as ``koa_output`` instead of being scored again.
-- ``model_input`` reads the statistics of ``koa_core.quality.input_statistics``;
+- ``model_input`` reads the statistics of ``koa_core.imaging.statistics.input_statistics``;
   ``predictions`` reads ``p_kl0..p_kl4``, ``kl_grade``, ``p_koa`` and ``model_version``.
 
 This package may import koa_core, never prefect; GX itself is imported lazily.

@@ -20,13 +20,13 @@ from flows.retrain import (
     record_evaluation,
 )
 from koa_core.config import get_settings
-from koa_core.drift import DriftReport, DriftThresholds, drift_markdown, load_reference
-from koa_core.drift import window_reports as drift_window_reports
 from koa_core.errors import DatasetError
-from koa_core.evaluation import EvaluationOutcome
-from koa_core.evaluations_table import evaluation_row
-from koa_core.registry import ModelRegistry, ModelVersion
-from koa_core.report import HEADLINES
+from koa_core.evaluation.drift import DriftReport, DriftThresholds, drift_markdown, load_reference
+from koa_core.evaluation.drift import window_reports as drift_window_reports
+from koa_core.evaluation.evaluate import EvaluationOutcome
+from koa_core.evaluation.report import HEADLINES
+from koa_core.registry.store import ModelRegistry, ModelVersion
+from koa_core.storage.evaluations import evaluation_row
 
 DRIFT_EVENT = "koa.drift.detected"
 

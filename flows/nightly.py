@@ -23,14 +23,15 @@ from prefect_dask.task_runners import DaskTaskRunner
 from data_checks.runner import check_batch_level, run_suite, warm_up
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
-from koa_core import batch, results
 from koa_core.config import Settings, get_settings
 from koa_core.errors import BatchFailedError, KoaError
-from koa_core.io.sources import BatchListing, cleanup_staging, pull_batch, staging_dir_for
-from koa_core.manifest import build_manifest, with_sha256
-from koa_core.prepare import prepare_chunk
-from koa_core.registry import ModelRegistry
-from koa_core.scoring import score_chunk
+from koa_core.pipeline import ledger
+from koa_core.pipeline.manifest import build_manifest, with_sha256
+from koa_core.pipeline.prepare import prepare_chunk
+from koa_core.pipeline.score import score_chunk
+from koa_core.registry.store import ModelRegistry
+from koa_core.sources.pull import BatchListing, cleanup_staging, pull_batch, staging_dir_for
+from koa_core.storage import results
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
@@ -147,7 +148,7 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     # GX takes seconds to set up: do it while the workers start and read headers.
     threading.Thread(target=warm_up, name="gx-warm-up", daemon=True).start()
     version = ModelRegistry().get(model_ref)
-    run = batch.RunContext(day, _run_id(), version.version, version.weights_sha256)
+    run = ledger.RunContext(day, _run_id(), version.version, version.weights_sha256)
     started = datetime.now(UTC)
     run_dir = settings.runs_dir / day.isoformat() / run.run_id
     for table in (results.SCORES, results.QUARANTINE):
@@ -167,15 +168,15 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
 
 
 def _process(
-    settings: Settings, listing: BatchListing, run: batch.RunContext, run_dir: Path, model_dir: str
+    settings: Settings, listing: BatchListing, run: ledger.RunContext, run_dir: Path, model_dir: str
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     quarantine = [
-        batch.quarantine_row({"origin": r.origin}, "read", r.reason, r.detail, run, now)
+        ledger.quarantine_row({"origin": r.origin}, "read", r.reason, r.detail, run, now)
         for r in listing.rejected
     ]
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
-    header_chunks = read_headers.map(list(batch.chunked(files, 4 * settings.chunk_size)))
+    header_chunks = read_headers.map(list(ledger.chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
     checked = run_suite(
         pd.DataFrame(manifest),
@@ -187,7 +188,7 @@ def _process(
     refused = pd.DataFrame(with_sha256(_records(checked.quarantined)))
     quarantine += _quarantined(refused, "manifest", run)
     passed = _records(checked.passed)
-    chunks = list(batch.ramped(passed, settings.chunk_size, FIRST_CHUNK))
+    chunks = list(ledger.ramped(passed, settings.chunk_size, FIRST_CHUNK))
     scored_rows = []
     for prepared_chunk, scored_chunk in _run_chunks(
         settings, chunks, run_dir / "inputs", model_dir
@@ -278,15 +279,15 @@ def _cluster_threads() -> int:
 
 
 def _failure(
-    row: dict[str, Any], stage: str, run: batch.RunContext, at: datetime
+    row: dict[str, Any], stage: str, run: ledger.RunContext, at: datetime
 ) -> dict[str, Any]:
-    return batch.quarantine_row(row, stage, row["reasons"], row.get("detail"), run, at)
+    return ledger.quarantine_row(row, stage, row["reasons"], row.get("detail"), run, at)
 
 
-def _quarantined(frame: pd.DataFrame, stage: str, run: batch.RunContext) -> list[dict[str, Any]]:
+def _quarantined(frame: pd.DataFrame, stage: str, run: ledger.RunContext) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [
-        batch.quarantine_row(row, stage, row["reasons"], row.get("read_error_detail"), run, now)
+        ledger.quarantine_row(row, stage, row["reasons"], row.get("read_error_detail"), run, now)
         for row in _records(frame)
     ]
 
@@ -294,7 +295,7 @@ def _quarantined(frame: pd.DataFrame, stage: str, run: batch.RunContext) -> list
 def _write(
     settings: Settings,
     listing: BatchListing,
-    run: batch.RunContext,
+    run: ledger.RunContext,
     night: dict[str, Any],
     started: datetime,
 ) -> dict[str, Any]:
@@ -303,13 +304,13 @@ def _write(
     checked = run_suite(predictions, "predictions") if night["predictions"] else None
     now = datetime.now(UTC)
     scores = [
-        batch.score_row(row, run, settings, now)
+        ledger.score_row(row, run, settings, now)
         for row in (_records(checked.passed) if checked else [])
     ]
     if checked is not None:
         quarantine += _quarantined(checked.quarantined, "predictions", run)
     origins = [f.origin for f in listing.files] + [r.origin for r in listing.rejected]
-    batch.account(origins, scores, quarantine)
+    ledger.account(origins, scores, quarantine)
     results.write_partition(
         results.SCORES, run.batch_date, results.build_scores_table(scores), settings.results_dir
     )
@@ -342,7 +343,7 @@ def _write(
         "n_inputs": night["n_inputs"],
         "n_scored": len(scores),
         "n_quarantined": len(quarantine),
-        "grades": batch.grade_distribution(scores),
+        "grades": ledger.grade_distribution(scores),
         "p_koa": [s["p_koa"] for s in scores],
         "results_dir": str(settings.results_dir),
         "docs_path": str(night["docs_path"] or ""),

@@ -14,11 +14,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from koa_core.config import Settings, get_settings
-from koa_core.evaluation import EvaluationOutcome, evaluate_version, train_and_register
-from koa_core.evaluations_table import evaluation_row, write_evaluation
-from koa_core.registry import ModelRegistry, PromotionDecision, should_promote
-from koa_core.report import comparison_table
-from koa_core.train import EpochStats, TrainConfig
+from koa_core.evaluation.evaluate import EvaluationOutcome, evaluate_version, train_and_register
+from koa_core.evaluation.report import comparison_table
+from koa_core.registry.store import ModelRegistry, PromotionDecision, should_promote
+from koa_core.storage.evaluations import evaluation_row, write_evaluation
+from koa_core.training.loop import EpochStats, TrainConfig
 
 DEFAULT_DATASET = "kl"
 TEST_SPLIT = "test"
@@ -157,7 +157,7 @@ def retrain(
     """Train a challenger and promote it only if it beats the champion on the same test set.
 
     Both models are evaluated on the ``test`` split of ``data``; the registry's rule
-    (``koa_core.registry.should_promote``) decides. Every model's metrics go to the
+    (``koa_core.registry.store.should_promote``) decides. Every model's metrics go to the
     ``evaluations`` Parquet table under ``$KOA_HOME/results/evaluations``; a Markdown
     artifact shows the metrics side by side, the decision and the plots.
 

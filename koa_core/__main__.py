@@ -1,5 +1,5 @@
 """`python -m koa_core` runs the `koa` command."""
 
-from koa_core.cli import main
+from koa_core.cli.app import main
 
 main()

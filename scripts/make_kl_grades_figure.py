@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from koa_core.inspection import write_preview
+from koa_core.io.inspection import write_preview
 from koa_core.phantom import render_knee
-from koa_core.phantom.writers import knee_dataset, save_dicom
+from koa_core.phantom.dicom import knee_dataset, save_dicom
 
 SEED = 7
 OUT = Path(__file__).resolve().parent.parent / "docs" / "kl_grades.png"

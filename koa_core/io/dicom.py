@@ -50,8 +50,8 @@ from koa_core.errors import (
     UnsupportedImageError,
     UnsupportedTransferSyntaxError,
 )
+from koa_core.imaging.transforms import FIELD_MM
 from koa_core.io.record import ImageMetadata, Radiograph
-from koa_core.preprocess import FIELD_MM
 
 PREAMBLE_BYTES = 128
 MAGIC = b"DICM"
@@ -358,7 +358,7 @@ def _check_pixel_data(path: Path, ds: Dataset, syntax: UID | None) -> None:
 def resolution_level(meta: ImageMetadata, target_size: int | None, max_level: int) -> int:
     """The lowest JPEG 2000 resolution level whose image still covers ``target_size``.
 
-    The side that matters is the square ``koa_core.preprocess.centre_crop`` will take: the
+    The side that matters is the square ``koa_core.imaging.transforms.centre_crop`` will take: the
     ``FIELD_MM`` field when the pixel spacing is known, else the shorter image side.
     """
     if not target_size or target_size <= 0:

@@ -13,17 +13,15 @@ from koa_core.phantom.anatomy import (
     sample_grade,
 )
 from koa_core.phantom.badfiles import BAD_KINDS, EXPECTED_REASONS, BadFileRecord, write_bad_files
+from koa_core.phantom.dicom import TRANSFER_SYNTAXES, knee_dataset, save_dicom
 from koa_core.phantom.writers import (
-    TRANSFER_SYNTAXES,
     Geometry,
     PhantomRecord,
     assign_splits,
     kl_folder_image,
-    knee_dataset,
     model_input_png,
     nightly_image,
     sample_geometry,
-    save_dicom,
     write_kl_folders,
     write_labels,
     write_nightly_batch,

@@ -21,7 +21,7 @@ from koa_core.errors import (
     TruncatedFileError,
 )
 from koa_core.phantom.anatomy import render_knee, rng_for
-from koa_core.phantom.writers import knee_dataset, save_dicom
+from koa_core.phantom.dicom import knee_dataset, save_dicom
 
 BAD_KINDS = (
     "truncated",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -13,29 +13,12 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    DeflatedExplicitVRLittleEndian,
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    RLELossless,
-    generate_uid,
-)
 
+from koa_core.imaging.transforms import FIELD_MM, centre_crop, preprocess
 from koa_core.phantom.anatomy import KneeImage, reader_label, render_knee, rng_for, sample_grade
-from koa_core.preprocess import FIELD_MM, centre_crop, preprocess
+from koa_core.phantom.badfiles import write_bad_files
+from koa_core.phantom.dicom import knee_dataset, save_dicom
 
-TRANSFER_SYNTAXES = {
-    "explicit": ExplicitVRLittleEndian,
-    "implicit": ImplicitVRLittleEndian,
-    "deflated": DeflatedExplicitVRLittleEndian,
-    "rle": RLELossless,
-    "jpeg2000": JPEG2000Lossless,
-}
-_COMPRESSED = ("rle", "jpeg2000")
 NIGHTLY_TRANSFER_MIX = {
     "explicit": 0.5,
     "implicit": 0.1,
@@ -114,60 +97,6 @@ def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return names[
         int(rng.choice(len(names), p=np.array(list(weights.values())) / sum(weights.values())))
     ]
-
-
-def _uid(*parts: object) -> str:
-    """A UID derived from ``parts`` (same parts, same UID), under pydicom's root."""
-    return str(generate_uid(entropy_srcs=["koa-phantom", *(str(part) for part in parts)]))
-
-
-def knee_dataset(
-    image: KneeImage, *, key: Sequence[object], patient_id: str, study_date: date
-) -> Dataset:
-    """A DX "For Presentation" dataset holding ``image``; every UID derives from ``key``.
-
-    The KL grade goes into (0020,4000) ImageComments as ``KL=<grade>``.
-    """
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = _uid(*key, "sop")
-    ds.StudyInstanceUID = _uid(*key, "study")
-    ds.SeriesInstanceUID = _uid(*key, "series")
-    ds.PatientID = patient_id
-    ds.PatientName = f"PHANTOM^{patient_id}"
-    ds.PatientSex = "O"
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "080000"
-    ds.AccessionNumber = patient_id[-16:]
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
-    ds.Modality = "DX"
-    ds.BodyPartExamined = "KNEE"
-    ds.ViewPosition = "PA"
-    ds.ImageLaterality = image.laterality
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.Manufacturer = "koa-phantom"
-    ds.PixelSpacing = ds.ImagerPixelSpacing = [image.spacing_mm, image.spacing_mm]
-    ds.ImageComments = f"KL={image.grade}"
-    ds.set_pixel_data(
-        image.pixels, image.photometric, image.bits_stored, generate_instance_uid=False
-    )
-    ds.PixelRepresentation = 0
-    return ds
-
-
-def save_dicom(ds: Dataset, path: Path, transfer_syntax: str = "explicit") -> None:
-    """Write ``ds`` as a DICOM Part 10 file in one of ``TRANSFER_SYNTAXES``."""
-    uid = TRANSFER_SYNTAXES[transfer_syntax]
-    if transfer_syntax in _COMPRESSED:
-        ds.compress(uid, generate_instance_uid=False)
-    else:
-        ds.file_meta.TransferSyntaxUID = uid
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 def model_input_png(image: KneeImage) -> npt.NDArray[np.uint8]:
@@ -372,9 +301,6 @@ def write_nightly_batch(
         records.append(nightly_image(out, seed, index, batch_date, file_format, size_px=size_px))
         _advance(progress)
     write_labels(out / f"{batch_date.isoformat()}.labels.csv", records, out)
-    # Imported here: badfiles builds its files with this module's DICOM writer.
-    from koa_core.phantom.badfiles import write_bad_files
-
     for bad_file in write_bad_files(out / batch_date.isoformat() / "KOA-BAD", bad, seed):
         records.append(
             PhantomRecord(bad_file.path, None, None, None, expected_reason=bad_file.expected_reason)

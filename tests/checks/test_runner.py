@@ -12,8 +12,8 @@ import pytest
 from data_checks import runner
 from data_checks.runner import CheckResult, SuiteError, check_batch_level, run_suite
 from koa_core.errors import BatchFailedError
-from koa_core.preprocess import preprocess
-from koa_core.quality import input_statistics
+from koa_core.imaging.statistics import input_statistics
+from koa_core.imaging.transforms import preprocess
 
 GOOD_DICOM: dict[str, Any] = {
     "file_format": "dicom",

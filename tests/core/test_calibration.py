@@ -1,4 +1,4 @@
-"""Tests for koa_core.calibration: temperature scaling fixes over- and under-confidence."""
+"""Tests for calibration: temperature scaling fixes over- and under-confidence."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from koa_core.calibration import apply_temperature, fit_temperature
-from koa_core.metrics import expected_calibration_error
+from koa_core.evaluation.calibration import apply_temperature, fit_temperature
+from koa_core.evaluation.metrics import expected_calibration_error
 
 
 def _logits(n: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

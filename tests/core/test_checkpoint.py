@@ -1,4 +1,4 @@
-"""Tests for koa_core.checkpoint: atomic replacement and sha256-verified loading."""
+"""Tests for koa_core.model.checkpoint: atomic replacement and sha256-verified loading."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from koa_core.checkpoint import load_torch, save_torch, sidecar_path
 from koa_core.errors import CorruptCheckpointError
+from koa_core.model.checkpoint import load_torch, save_torch, sidecar_path
 
 
 def test_round_trip_with_sidecar(tmp_path: Path) -> None:

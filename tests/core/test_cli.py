@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from koa_core.cli import app
+from koa_core.cli.app import app
 from koa_core.io.reader import read_radiograph
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from koa_core.cli import app
-from koa_core.registry import ModelRegistry
+from koa_core.cli.app import app
+from koa_core.registry.store import ModelRegistry
 from tests.core.kl_fixtures import knee_like
 from tests.core.test_evaluation import constant_model
 

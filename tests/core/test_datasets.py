@@ -1,4 +1,4 @@
-"""Tests for koa_core.datasets: both layouts, splits, caching, and every bad-input error."""
+"""Tests for koa_core.data.datasets: both layouts, splits, caching, and every bad-input error."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from koa_core.datasets import dataset_fingerprint, default_reader, discover, load_dataset
+from koa_core.data.datasets import dataset_fingerprint, default_reader, discover, load_dataset
 from koa_core.errors import DatasetError
 from koa_core.io.record import Radiograph
 from tests.core.kl_fixtures import knee_like, write_dicom, write_image_folder
@@ -85,7 +85,7 @@ def test_unreadable_file_is_skipped_and_reported(
 ) -> None:
     root = write_image_folder(tmp_path / "kl", {"train": 3, "val": 2})
     (root / "train" / "2" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with caplog.at_level(logging.WARNING, logger="koa_core.datasets"):
+    with caplog.at_level(logging.WARNING, logger="koa_core.data.datasets"):
         dataset = load_dataset(root, SIZE)
     assert [s.path for s in dataset.skipped] == ["train/2/broken.png"]
     assert dataset.skipped[0].reason

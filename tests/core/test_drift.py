@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from koa_core.drift import (
+from koa_core.evaluation.drift import (
     DriftReport,
     DriftThresholds,
     compare_variable,

@@ -1,4 +1,4 @@
-"""Tests for koa_core.evaluation: temperature from probabilities, evaluate, train-and-register."""
+"""Tests for evaluation: temperature from probabilities, evaluate, train-and-register."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from koa_core.checkpoint import save_torch
-from koa_core.datasets import KLDataset, load_dataset
+from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.errors import CorruptCheckpointError, DatasetError
-from koa_core.evaluation import (
+from koa_core.evaluation.evaluate import (
     evaluate_probabilities,
     evaluate_version,
     logits_from_probabilities,
     promote_if_better,
     train_and_register,
 )
-from koa_core.model import build_model
-from koa_core.registry import ModelRegistry, ModelVersion
-from koa_core.train import train
+from koa_core.model.checkpoint import save_torch
+from koa_core.model.network import build_model
+from koa_core.registry.store import ModelRegistry, ModelVersion
+from koa_core.training.loop import train
 from tests.core.kl_fixtures import TINY_CONFIG as CONFIG
 from tests.core.kl_fixtures import write_image_folder
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from koa_core.fastpath import optimise_for_inference
-from koa_core.inference import predict_dataset
-from koa_core.model import ModelCard, build_model
+from koa_core.model.fastpath import optimise_for_inference
+from koa_core.model.inference import predict_dataset
+from koa_core.model.network import ModelCard, build_model
 from tests.core.kl_fixtures import knee_like
 
 # The default architecture at a smaller input keeps the test to seconds on two cores;

@@ -1,4 +1,4 @@
-"""Tests for koa_core.metrics: hand-worked cases, sklearn agreement, bootstrap intervals."""
+"""Tests for metrics: hand-worked cases, sklearn agreement, bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from koa_core.metrics import (
+from koa_core.evaluation.metrics import (
     EvaluationMetrics,
     batched_auc,
     batched_qwk,

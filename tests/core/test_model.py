@@ -1,4 +1,4 @@
-"""Tests for koa_core.model and koa_core.inference: shapes, P(KOA), loading, fast inference."""
+"""Tests for the network and inference: shapes, P(KOA), loading, fast inference."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from koa_core.checkpoint import save_torch, sidecar_path
 from koa_core.errors import CorruptCheckpointError
-from koa_core.inference import predict_dataset
-from koa_core.model import (
+from koa_core.model.checkpoint import save_torch, sidecar_path
+from koa_core.model.inference import predict_dataset
+from koa_core.model.network import (
     Architecture,
     ModelCard,
     build_model,

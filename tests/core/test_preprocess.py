@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from koa_core.preprocess import (
+from koa_core.imaging.transforms import (
     HISTOGRAM_BINS,
     centre_crop,
     clip_to_percentiles,

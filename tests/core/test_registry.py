@@ -1,4 +1,4 @@
-"""Tests for koa_core.registry: versions, champion pointer, integrity, the promotion rule."""
+"""Tests for koa_core.registry.store: versions, champion pointer, integrity, the promotion rule."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
-from koa_core.checkpoint import save_torch
 from koa_core.errors import CorruptCheckpointError, ModelNotFoundError
-from koa_core.model import ModelCard
-from koa_core.registry import (
+from koa_core.model.checkpoint import save_torch
+from koa_core.model.network import ModelCard
+from koa_core.registry.store import (
     CHAMPION_POINTER,
     ModelRegistry,
     code_revision,

@@ -1,4 +1,4 @@
-"""Tests for koa_core.report: files written, PNGs decode, metrics.json round-trips."""
+"""Tests for koa_core.evaluation.report: files written, PNGs decode, metrics.json round-trips."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from koa_core.calibration import apply_temperature
-from koa_core.metrics import EvaluationMetrics, evaluate_predictions
-from koa_core.report import comparison_table, plot_reliability, write_evaluation_report
+from koa_core.evaluation.calibration import apply_temperature
+from koa_core.evaluation.metrics import EvaluationMetrics, evaluate_predictions
+from koa_core.evaluation.report import comparison_table, plot_reliability, write_evaluation_report
 
 
 def _split(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

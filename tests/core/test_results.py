@@ -1,4 +1,4 @@
-"""Tests for koa_core.results: schemas, atomic partition replacement, readers, write errors."""
+"""Tests for the results tables: schemas, atomic partition replacement, readers, write errors."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from koa_core import results
 from koa_core.errors import OutputWriteError
-from koa_core.results import (
+from koa_core.storage import results
+from koa_core.storage.results import (
     QUARANTINE,
     SCORES,
     RunSummary,
@@ -298,7 +298,7 @@ _WRITE_PAST_LIMIT = """
 import sys
 from pathlib import Path
 from koa_core.errors import OutputWriteError
-from koa_core.results import SCORES, build_scores_table, write_partition
+from koa_core.storage.results import SCORES, build_scores_table, write_partition
 from tests.core.test_results import DAY1, score_rows
 try:
     write_partition(SCORES, DAY1, build_scores_table(score_rows(DAY1, 2000, tag="new")),

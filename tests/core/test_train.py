@@ -1,4 +1,4 @@
-"""Tests for koa_core.train: outputs, exact resume, refused checkpoints, early stopping, loss."""
+"""Tests for the training loop: outputs, exact resume, refused checkpoints, early stopping, loss."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from koa_core.checkpoint import load_torch
-from koa_core.datasets import KLDataset, load_dataset
+from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.errors import CorruptCheckpointError
-from koa_core.model import load_model, read_card
-from koa_core.train import (
+from koa_core.model.checkpoint import load_torch
+from koa_core.model.network import load_model, read_card
+from koa_core.training.loop import (
     EpochStats,
     TrainConfig,
     augment_batch,

@@ -26,7 +26,7 @@ from deployments.serve import (
     wait_healthy,
 )
 from koa_core.config import Settings
-from koa_core.evaluations_table import read_evaluations
+from koa_core.storage.evaluations import read_evaluations
 from tests.deployments.conftest import TIMEZONE, TINY_RETRAIN, real_prefect_yaml
 from tests.prefect_server import ServeProcess
 

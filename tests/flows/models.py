@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from koa_core.checkpoint import save_torch
-from koa_core.model import Architecture, ModelCard, build_model
-from koa_core.registry import ModelRegistry
+from koa_core.model.checkpoint import save_torch
+from koa_core.model.network import Architecture, ModelCard, build_model
+from koa_core.registry.store import ModelRegistry
 
 
 def register_tiny_champion(input_size: int, seed: int = 0, workdir: Path | None = None) -> str:

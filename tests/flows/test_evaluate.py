@@ -15,17 +15,18 @@ import torch
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from koa_core import batch, results
-from koa_core.checkpoint import save_torch
 from koa_core.config import get_settings
-from koa_core.drift import reference_path
-from koa_core.evaluations_table import read_evaluations
-from koa_core.manifest import build_manifest
-from koa_core.model import Architecture, ModelCard, build_model
+from koa_core.evaluation.drift import reference_path
+from koa_core.model.checkpoint import save_torch
+from koa_core.model.network import Architecture, ModelCard, build_model
 from koa_core.phantom import write_kl_folders, write_nightly_batch
-from koa_core.prepare import prepare_chunk
-from koa_core.registry import ModelRegistry
-from koa_core.scoring import score_chunk
+from koa_core.pipeline import ledger
+from koa_core.pipeline.manifest import build_manifest
+from koa_core.pipeline.prepare import prepare_chunk
+from koa_core.pipeline.score import score_chunk
+from koa_core.registry.store import ModelRegistry
+from koa_core.storage import results
+from koa_core.storage.evaluations import read_evaluations
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 INPUT_SIZE = 64
@@ -78,9 +79,9 @@ def _score_night(day: date, paths: list[Path], version: str) -> None:
     prepared = prepare_chunk(rows, settings.runs_dir / day.isoformat(), 0, INPUT_SIZE)
     model = ModelRegistry().get(version)
     scored = score_chunk(prepared.array_path, prepared.rows, str(model.path), device="cpu")
-    run = batch.RunContext(day, f"run-{day}", version, model.weights_sha256)
+    run = ledger.RunContext(day, f"run-{day}", version, model.weights_sha256)
     now = datetime.now(UTC)
-    table = results.build_scores_table([batch.score_row(r, run, settings, now) for r in scored])
+    table = results.build_scores_table([ledger.score_row(r, run, settings, now) for r in scored])
     results.write_partition(results.SCORES, day, table, settings.results_dir)
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from distributed import Client, get_task_stream
 
-from koa_core import results
 from koa_core.config import get_settings
 from koa_core.phantom import write_nightly_batch
+from koa_core.storage import results
 from tests.flows.models import register_tiny_champion
 
 BATCH_DATE = date(2026, 11, 26)

@@ -18,10 +18,10 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from koa_core import results
 from koa_core.config import get_settings
-from koa_core.manifest import file_sha256
 from koa_core.phantom import write_nightly_batch
+from koa_core.pipeline.manifest import file_sha256
+from koa_core.storage import results
 from tests.flows.models import register_tiny_champion
 
 BATCH_DATE = date(2026, 11, 27)

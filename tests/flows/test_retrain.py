@@ -12,8 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from koa_core.config import get_settings
-from koa_core.evaluations_table import evaluations_schema, read_evaluations
-from koa_core.registry import ModelRegistry
+from koa_core.registry.store import ModelRegistry
+from koa_core.storage.evaluations import evaluations_schema, read_evaluations
 from tests.core.kl_fixtures import write_image_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

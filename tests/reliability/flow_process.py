@@ -2,7 +2,7 @@
 
 ``python -m tests.reliability.flow_process YYYY-MM-DD [FAULT MARKER_DIR]``; the environment
 carries ``KOA_*``, ``PREFECT_API_URL`` and ``KOA_DASK_ADDRESS`` (see ``helpers``). Faults
-(test-only wrappers around koa_core.results, installed in this process only):
+(test-only wrappers around koa_core.storage.results, installed in this process only):
 
 * ``kill-mid-parquet``: SIGKILL itself after writing half of the first Parquet file into
   the results work dir (a torn file, as a power cut or OOM kill would leave).
@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from koa_core import results
+from koa_core.storage import results
 
 _real_parquet = results._write_parquet_file
 _real_write_partition = results.write_partition

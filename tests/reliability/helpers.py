@@ -21,9 +21,9 @@ import pyarrow as pa
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from koa_core import results
 from koa_core.config import get_settings
 from koa_core.phantom import knee_dataset, render_knee
+from koa_core.storage import results
 
 BATCH_DATE = date(2026, 3, 14)
 INPUT_SIZE = 64

@@ -16,7 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from koa_core import checkpoint
+from koa_core.model import checkpoint
 from tests.core.kl_fixtures import TINY_CONFIG
 
 TRAIN_CONFIG = replace(TINY_CONFIG, epochs=3)
@@ -30,7 +30,7 @@ def _torn_write_then_die(path: Path, data: bytes) -> None:
 
 
 def train_and_die(data: Path, out: Path, kill_at_epoch: int) -> None:
-    from koa_core.train import train
+    from koa_core.training.loop import train
 
     writes = {"n": 0}
 
@@ -46,7 +46,7 @@ def train_and_die(data: Path, out: Path, kill_at_epoch: int) -> None:
 
 
 def promote_and_die(version: str) -> None:
-    from koa_core import registry
+    from koa_core.registry import store as registry
 
     def write(path: Path, payload: bytes) -> None:
         _torn_write_then_die(path, payload)

@@ -10,9 +10,9 @@ import pytest
 
 from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
-from koa_core.io.sources import list_batch
-from koa_core.manifest import manifest_row
-from koa_core.prepare import model_input_of
+from koa_core.pipeline.manifest import manifest_row
+from koa_core.pipeline.prepare import model_input_of
+from koa_core.sources.pull import list_batch
 from tests.reliability.helpers import (
     BATCH_DATE,
     INPUT_SIZE,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from koa_core import results
 from koa_core.config import get_settings
 from koa_core.errors import OutputWriteError
+from koa_core.storage import results
 from tests.reliability.helpers import run_nightly
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]

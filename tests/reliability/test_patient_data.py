@@ -17,10 +17,10 @@ from prefect.client.schemas.filters import (
 )
 from prefect.logging.handlers import APILogHandler
 
-from koa_core import results
 from koa_core.config import get_settings
-from koa_core.io.sources import staging_dir_for
 from koa_core.privacy import pseudonymise
+from koa_core.sources.pull import staging_dir_for
+from koa_core.storage import results
 from tests.orthanc import run_orthanc
 from tests.reliability.helpers import BATCH_DATE, knee_templates, outcome, report, run_nightly
 

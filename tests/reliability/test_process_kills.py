@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from flows.nightly import ConcurrentRunError
-from koa_core import results
 from koa_core.config import get_settings
+from koa_core.storage import results
 from tests.reliability.helpers import (
     outcome,
     partition_files,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from koa_core.checkpoint import load_torch
-from koa_core.registry import ModelRegistry
-from koa_core.train import EpochStats, train
+from koa_core.model.checkpoint import load_torch
+from koa_core.registry.store import ModelRegistry
+from koa_core.training.loop import EpochStats, train
 from tests.core.kl_fixtures import write_image_folder
 from tests.flows.models import register_tiny_champion
 from tests.reliability.helpers import REPO_ROOT

@@ -11,8 +11,8 @@ import psutil
 import pytest
 from distributed import Client
 
-from koa_core import results
 from koa_core.config import get_settings
+from koa_core.storage import results
 from tests.reliability.helpers import (
     batch_folder,
     batch_inputs,

@@ -30,9 +30,9 @@ from koa_core.errors import (
     UnsupportedImageError,
     UnsupportedTransferSyntaxError,
 )
+from koa_core.imaging.transforms import preprocess
 from koa_core.io.dicom import read_dicom, read_dicom_metadata, resolution_level
 from koa_core.io.record import ImageMetadata
-from koa_core.preprocess import preprocess
 from tests.dicom_factory import (
     PYDICOM_TEST_FILES,
     TRANSFER_SYNTAXES,

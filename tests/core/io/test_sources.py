@@ -1,4 +1,4 @@
-"""Tests for koa_core.io.sources: folder, fsspec and DICOMweb (real Orthanc) batch sources."""
+"""Tests for koa_core.sources.pull: folder, fsspec and DICOMweb (real Orthanc) batch sources."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from koa_core.errors import BatchFailedError
-from koa_core.io.sources import BatchListing, cleanup_staging, list_batch, pull_batch
+from koa_core.sources.pull import BatchListing, cleanup_staging, list_batch, pull_batch
 from tests.orthanc import OrthancServer, run_orthanc
 
 BATCH = date(2024, 3, 1)

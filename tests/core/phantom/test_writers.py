@@ -13,13 +13,11 @@ from PIL import Image
 from pydicom.uid import DigitalXRayImageStorageForPresentation
 
 from koa_core.phantom.anatomy import render_knee, rng_for
+from koa_core.phantom.dicom import TRANSFER_SYNTAXES, knee_dataset, save_dicom
 from koa_core.phantom.writers import (
-    TRANSFER_SYNTAXES,
     PhantomRecord,
-    knee_dataset,
     nightly_image,
     sample_geometry,
-    save_dicom,
     write_kl_folders,
     write_nightly_batch,
 )

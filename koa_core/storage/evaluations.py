@@ -23,10 +23,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from koa_core.checkpoint import atomic_write_bytes
 from koa_core.errors import OutputWriteError
-from koa_core.evaluation import EvaluationOutcome
-from koa_core.results import Column, SchemaMismatchError
+from koa_core.evaluation.evaluate import EvaluationOutcome
+from koa_core.storage.files import atomic_write_bytes
+from koa_core.storage.results import Column, SchemaMismatchError
 
 EVALUATIONS = "evaluations"
 ROLES = ("champion", "challenger", "monitored")

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from koa_core.calibration import apply_temperature, fit_temperature
 from koa_core.config import get_settings
-from koa_core.datasets import (
+from koa_core.data.datasets import (
     KLDataset,
     LoadProgress,
     Split,
@@ -24,12 +23,13 @@ from koa_core.datasets import (
     load_dataset,
 )
 from koa_core.errors import DatasetError
-from koa_core.inference import predict_dataset
-from koa_core.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
-from koa_core.model import ModelCard, load_model
-from koa_core.registry import ModelRegistry, ModelVersion, PromotionDecision
-from koa_core.report import ReportPaths, write_evaluation_report
-from koa_core.train import Progress, TrainConfig, train
+from koa_core.evaluation.calibration import apply_temperature, fit_temperature
+from koa_core.evaluation.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
+from koa_core.evaluation.report import ReportPaths, write_evaluation_report
+from koa_core.model.inference import predict_dataset
+from koa_core.model.network import ModelCard, load_model
+from koa_core.registry.store import ModelRegistry, ModelVersion, PromotionDecision
+from koa_core.training.loop import Progress, TrainConfig, train
 
 log = logging.getLogger(__name__)
 

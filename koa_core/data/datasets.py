@@ -16,7 +16,7 @@ Two layouts are accepted:
   patient's knees never straddle train and test.
 
 Every image is read with ``koa_core.io.reader.read_radiograph`` and run through
-``koa_core.preprocess.preprocess`` once; the result is stored as uint8 (0-255 of the [0, 1]
+``koa_core.imaging.transforms.preprocess`` once; the result is stored as uint8 (0-255 of the [0, 1]
 preprocessed image: a quarter of float32's memory, and finer than the 8-bit sources) and
 cached under ``cache_dir`` keyed by the dataset fingerprint, input size and
 ``PREPROCESS_VERSION``.
@@ -40,10 +40,10 @@ import pydicom
 import torch
 from pydicom.errors import InvalidDicomError
 
-from koa_core.checkpoint import atomic_write_bytes
 from koa_core.errors import DatasetError, ImageReadError
+from koa_core.imaging.transforms import PREPROCESS_VERSION, preprocess
 from koa_core.io.record import Radiograph
-from koa_core.preprocess import PREPROCESS_VERSION, preprocess
+from koa_core.storage.files import atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ def dataset_fingerprint(files: Sequence[LabelledFile]) -> str:
     """sha256 over the sorted (relative path, file content sha256, label, split) records."""
     digest = hashlib.sha256()
     for item in sorted(files, key=lambda f: f.relpath):
-        with item.path.open("rb") as handle:
-            content = hashlib.file_digest(handle, "sha256").hexdigest()
+        content = file_sha256(item.path)
         digest.update(f"{item.relpath}\t{content}\t{item.label}\t{item.split or ''}\n".encode())
     return digest.hexdigest()
 

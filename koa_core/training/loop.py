@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 
-from koa_core.checkpoint import atomic_write_bytes, load_torch, save_torch
-from koa_core.datasets import KLDataset, Split, load_dataset
+from koa_core.data.datasets import KLDataset, Split, load_dataset
 from koa_core.errors import CorruptCheckpointError
-from koa_core.inference import autocast, autocast_dtype, predict_dataset, resolve_device
-from koa_core.model import (
+from koa_core.model.checkpoint import load_torch, save_torch
+from koa_core.model.inference import autocast, autocast_dtype, predict_dataset, resolve_device
+from koa_core.model.network import (
     DEFAULT_DEPTH,
     DEFAULT_WIDTH,
     Architecture,
@@ -40,6 +40,7 @@ from koa_core.model import (
     build_model,
     place,
 )
+from koa_core.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +381,7 @@ def train(
 
     Args:
         config: hyper-parameters.
-        data: a dataset folder (see ``koa_core.datasets``) or an already loaded dataset.
+        data: a dataset folder (see ``koa_core.data.datasets``) or an already loaded dataset.
         out_dir: where ``weights.pt``, ``card.json`` and ``checkpoint.pt`` go.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         progress: called after every epoch with its :class:`EpochStats`.

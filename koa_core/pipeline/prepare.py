@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from koa_core.checkpoint import atomic_write_bytes
 from koa_core.errors import ImageReadError
+from koa_core.imaging.statistics import input_statistics
+from koa_core.imaging.transforms import ModelInput, preprocess
 from koa_core.io.reader import read_radiograph
-from koa_core.manifest import with_sha256
-from koa_core.preprocess import ModelInput, preprocess
-from koa_core.quality import input_statistics
+from koa_core.pipeline.manifest import with_sha256
+from koa_core.storage.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_curve
 
-from koa_core.checkpoint import atomic_write_bytes
-from koa_core.metrics import (
+from koa_core.evaluation.metrics import (
     GRADES,
     EvaluationMetrics,
     expected_calibration_error,
     koa_probability,
     reliability_bins,
 )
+from koa_core.storage.files import atomic_write_bytes
 
 CLASS_LABELS = tuple(f"KL{grade}" for grade in GRADES)
 DPI = 110

@@ -2,7 +2,7 @@
 
 The model is loaded once per worker process (``loaded_model`` is cached), so a worker that
 scores many chunks pays for reading the weights, and for building its fast forward
-(``koa_core.fastpath``), once.
+(``koa_core.model.fastpath``), once.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from koa_core.fastpath import Forward, optimise_for_inference
-from koa_core.inference import predict_dataset, resolve_device
-from koa_core.model import KLNet, ModelCard, load_model, read_card
+from koa_core.model.fastpath import Forward, optimise_for_inference
+from koa_core.model.inference import predict_dataset, resolve_device
+from koa_core.model.network import KLNet, ModelCard, load_model, read_card
 
 PROBABILITY_COLUMNS = tuple(f"p_kl{grade}" for grade in range(5))
 

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
-from koa_core.checkpoint import SIDECAR_SUFFIX, atomic_write_bytes, verify_sidecar
 from koa_core.config import get_settings
 from koa_core.errors import CorruptCheckpointError, ModelNotFoundError
+from koa_core.model.checkpoint import SIDECAR_SUFFIX, verify_sidecar
+from koa_core.storage.files import append_json_line, atomic_write_bytes, file_sha256
 
 if TYPE_CHECKING:
-    from koa_core.model import ModelCard
+    from koa_core.model.network import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ModelVersion:
 
     def model_card(self) -> ModelCard:
         """The ``ModelCard`` needed to build the network for these weights."""
-        from koa_core.model import read_card
+        from koa_core.model.network import read_card
 
         return read_card(self.card_path)
 
@@ -155,23 +156,8 @@ def code_revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _json_bytes(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
-
-
-def _append_line(path: Path, record: Mapping[str, Any]) -> None:
-    # One write() on an O_APPEND descriptor: concurrent writers never interleave a line.
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, (json.dumps(record) + "\n").encode())
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _source_files(source: Path | tuple[Path, Path]) -> tuple[Path, Path]:
@@ -362,7 +348,7 @@ class ModelRegistry:
         found = version if isinstance(version, ModelVersion) else self.get(version)
         if not found.weights_path.is_file():
             raise CorruptCheckpointError(f"{found.weights_path}: weights file is missing")
-        actual = _sha256(found.weights_path)
+        actual = file_sha256(found.weights_path)
         if actual != found.weights_sha256:
             raise CorruptCheckpointError(
                 f"model {found.version}: weights sha256 {actual[:12]} does not match the"
@@ -388,7 +374,7 @@ class ModelRegistry:
         with self._lock():
             current = self.champion()
             found = self.set_champion(version)
-            _append_line(
+            append_json_line(
                 self.root / PROMOTIONS_LOG,
                 {
                     "at": datetime.now(UTC).isoformat(),
@@ -443,7 +429,7 @@ class ModelRegistry:
                 )
             if decision.promote:
                 self.set_champion(challenger)
-            _append_line(
+            append_json_line(
                 self.root / PROMOTIONS_LOG,
                 {
                     "at": datetime.now(UTC).isoformat(),

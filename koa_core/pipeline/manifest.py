@@ -2,24 +2,18 @@
 
 The manifest is on every night's critical path (no image is decoded before the whole batch
 is checked), so it reads headers only: the content hash is taken where the file is read in
-full anyway (``koa_core.prepare``), or for remote sources while they were staged.
+full anyway (``koa_core.pipeline.prepare``), or for remote sources while they were staged.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
 from koa_core.io.reader import read_metadata
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's content, streamed (files can be hundreds of MB)."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+from koa_core.storage.files import file_sha256
 
 
 def content_sha256(path: Path) -> str | None:

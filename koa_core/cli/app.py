@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from koa_core.cli_models import evaluate_command, models_app, train_command
+from koa_core.cli.models import evaluate_command, models_app, train_command
 
 app = typer.Typer(help="koa: nightly knee-osteoarthritis (KL grade) scoring of knee radiographs.")
 console = Console(stderr=True)
@@ -107,7 +107,7 @@ def inspect(
     """One row per file: its metadata, or the named reason it cannot be used."""
     from rich.table import Table
 
-    from koa_core.inspection import COLUMNS, inspect_file, write_csv
+    from koa_core.io.inspection import COLUMNS, inspect_file, write_csv
 
     rows = [inspect_file(path, decode=decode) for path in _expand(paths)]
     table = Table(*COLUMNS)
@@ -127,7 +127,7 @@ def preview(
     size: Annotated[int | None, typer.Option(help="Model input size (default: config).")] = None,
 ) -> None:
     """Write the preprocessed model input of one radiograph as a PNG a person can look at."""
-    from koa_core.inspection import write_preview
+    from koa_core.io.inspection import write_preview
 
     result = write_preview(path, out, size)
     console.print(f"wrote {out} ({result})")
@@ -163,7 +163,7 @@ def demo() -> None:
     """The main job end to end on embedded defaults: batch, model if none, nightly flow."""
     from flows.local_run import run_nightly_with_progress
     from koa_core.config import get_settings
-    from koa_core.demo import ensure_champion, ensure_demo_batch
+    from koa_core.workflows.demo import ensure_champion, ensure_demo_batch
 
     settings = get_settings()
     day = _yesterday()

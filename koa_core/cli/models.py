@@ -22,8 +22,8 @@ from rich.table import Table
 from koa_core.errors import KoaError
 
 if TYPE_CHECKING:
-    from koa_core.evaluation import PromotionOutcome
-    from koa_core.train import EpochStats
+    from koa_core.evaluation.evaluate import PromotionOutcome
+    from koa_core.training.loop import EpochStats
 
 # Exit status for a named koa error (unusable dataset, unknown model, corrupt weights).
 ERROR_EXIT = 2
@@ -49,7 +49,7 @@ def _fmt(value: Any) -> str:
 
 def metrics_table(metrics: Mapping[str, Any], title: str) -> Table:
     """The report's headline metrics (with 95 % intervals where computed) as a table."""
-    from koa_core.report import HEADLINES
+    from koa_core.evaluation.report import HEADLINES
 
     table = Table("metric", "value", "95 % CI", title=title)
     for row in HEADLINES:
@@ -62,7 +62,7 @@ def metrics_table(metrics: Mapping[str, Any], title: str) -> Table:
 
 
 def _print_decision(outcome: PromotionOutcome) -> None:
-    from koa_core.report import comparison_table
+    from koa_core.evaluation.report import comparison_table
 
     if outcome.champion_metrics is not None and outcome.champion != outcome.challenger:
         out.print(comparison_table(outcome.champion_metrics, outcome.challenger_metrics))
@@ -128,8 +128,8 @@ def train_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Training directory.")] = None,
 ) -> None:
     """Train a KL-grading model, register it, evaluate it on val and test; optionally promote."""
-    from koa_core.evaluation import promote_if_better, train_and_register
-    from koa_core.train import TrainConfig
+    from koa_core.evaluation.evaluate import promote_if_better, train_and_register
+    from koa_core.training.loop import TrainConfig
 
     given: dict[str, Any] = {
         "epochs": epochs,
@@ -178,7 +178,7 @@ def evaluate_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder.")] = None,
 ) -> None:
     """Evaluate a registered model on a labelled dataset; write and name its report."""
-    from koa_core.evaluation import evaluate_version
+    from koa_core.evaluation.evaluate import evaluate_version
 
     with clear_errors():
         outcome = evaluate_version(
@@ -193,7 +193,7 @@ def evaluate_command(
 @models_app.command("list")
 def list_models() -> None:
     """Every registered version: creation time, test QWK and AUC(KL>=2), the champion marked."""
-    from koa_core.registry import ModelRegistry
+    from koa_core.registry.store import ModelRegistry
 
     with clear_errors():
         registry = ModelRegistry()
@@ -223,7 +223,7 @@ def show_model(
     ref: Annotated[str, typer.Argument(help="Version id, champion, latest or a directory.")],
 ) -> None:
     """The version's card.json: model card, provenance, hyper-parameters and metrics."""
-    from koa_core.registry import ModelRegistry
+    from koa_core.registry.store import ModelRegistry
 
     with clear_errors():
         version = ModelRegistry().get(ref)
@@ -241,8 +241,8 @@ def promote_model(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Promote a version if it beats the champion on the same test set (or ``--force`` it)."""
-    from koa_core.evaluation import promote_if_better
-    from koa_core.registry import ModelRegistry
+    from koa_core.evaluation.evaluate import promote_if_better
+    from koa_core.registry.store import ModelRegistry
 
     with clear_errors():
         if force:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from koa_core.config import Settings
 from koa_core.phantom import write_kl_folders, write_nightly_batch
-from koa_core.registry import ModelRegistry, ModelVersion
-from koa_core.train import TrainConfig
+from koa_core.registry.store import ModelRegistry, ModelVersion
+from koa_core.training.loop import TrainConfig
 
 DEMO_DICOMS = 40
 DEMO_PNGS = 6
@@ -49,7 +49,7 @@ def demo_dataset(settings: Settings, say: Progress) -> Path:
 
 def ensure_champion(settings: Settings, say: Progress) -> ModelVersion:
     """The champion model, training and promoting a small one first if there is none."""
-    from koa_core.evaluation import train_and_register
+    from koa_core.evaluation.evaluate import train_and_register
 
     registry = ModelRegistry(settings.models_dir)
     champion = registry.champion()

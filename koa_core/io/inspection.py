@@ -11,8 +11,8 @@ from PIL import Image
 
 from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
+from koa_core.imaging.transforms import preprocess
 from koa_core.io.reader import read_metadata, read_radiograph
-from koa_core.preprocess import preprocess
 
 COLUMNS = (
     "file",

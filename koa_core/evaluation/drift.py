@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import ks_2samp
 
-from koa_core import results
-from koa_core.checkpoint import atomic_write_bytes
-from koa_core.datasets import KLDataset
+from koa_core.data.datasets import KLDataset
 from koa_core.errors import DatasetError
-from koa_core.preprocess import PREPROCESS_VERSION
-from koa_core.registry import ModelVersion
+from koa_core.imaging.transforms import PREPROCESS_VERSION
+from koa_core.registry.store import ModelVersion
+from koa_core.storage import results
+from koa_core.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def reference_table(
 ) -> pa.Table:
     """Reference rows from a model's probabilities (N, 5) on uint8 model inputs (N, S, S).
 
-    The input statistics are those the nightly flow records (``koa_core.quality``) on the
+    The input statistics are those the nightly flow records (``koa_core.imaging.statistics``) on the
     same 8-bit inputs, so reference and nights are measured alike.
     """
     scaled = images.reshape(len(images), -1).astype(np.float64) / 255.0
@@ -332,7 +332,7 @@ def load_reference(
     cached = _cached_reference(path)
     if cached is not None:
         return cached
-    from koa_core.evaluation import load_for_card
+    from koa_core.evaluation.evaluate import load_for_card
 
     dataset = load_for_card(_reference_data(version, data), version.model_card())
     table = _compute_reference(version, dataset, split, device)
@@ -346,8 +346,8 @@ def load_reference(
 def _compute_reference(
     version: ModelVersion, dataset: KLDataset, split: str, device: str
 ) -> pa.Table:
-    from koa_core.inference import predict_dataset
-    from koa_core.model import load_model
+    from koa_core.model.inference import predict_dataset
+    from koa_core.model.network import load_model
 
     if split not in dataset.splits:
         raise DatasetError(f"{dataset.root}: no {split!r} split for the drift reference")

@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from koa_core.errors import KoaError, OutputWriteError
+from koa_core.storage.files import fsync_directory
 
 # Layout under ``results_root`` (``Settings().results_dir``)::
 #
@@ -91,7 +92,9 @@ SCORES_COLUMNS: tuple[Column, ...] = (
     Column("p_koa", pa.float32(), False, "Probability of radiographic OA, P(KL >= 2)."),
     Column("model_version", pa.string(), False, "Registry version of the scoring model."),
     Column("weights_sha256", pa.string(), False, "SHA-256 of the model weights file."),
-    Column("preprocess_version", pa.string(), False, "koa_core.preprocess.PREPROCESS_VERSION."),
+    Column(
+        "preprocess_version", pa.string(), False, "Version of the file-to-input path."
+    ),
     _RUN_ID,
     Column("scored_at", _UTC_US, False, "When the image was scored (UTC)."),
     Column("input_mean", pa.float32(), False, "Mean of the preprocessed model input (drift)."),
@@ -319,7 +322,7 @@ def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
             _write_parquet_file(staged, table)
             final.parent.mkdir(parents=True, exist_ok=True)
             staged.replace(final)
-            _fsync_dir(final.parent)
+            fsync_directory(final.parent)
     except OSError as exc:
         raise OutputWriteError(final, _describe(exc)) from exc
     return final
@@ -394,7 +397,7 @@ def _write_parquet_dir(directory: Path, table: pa.Table) -> None:
     directory.mkdir()
     try:
         _write_parquet_file(directory / PARTITION_FILE, table)
-        _fsync_dir(directory)
+        fsync_directory(directory)
     except OSError:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -415,7 +418,7 @@ def _swap_into_place(staged: Path, final: Path) -> None:
             final.rename(old)
             staged.rename(final)
         shutil.rmtree(old)
-    _fsync_dir(final.parent)
+    fsync_directory(final.parent)
 
 
 class _ExchangeUnsupportedError(Exception):
@@ -436,14 +439,6 @@ def _exchange(a: Path, b: Path) -> None:
         if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise _ExchangeUnsupportedError
         raise OSError(code, os.strerror(code), str(b))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _describe(exc: OSError) -> str:

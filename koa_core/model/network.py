@@ -17,7 +17,7 @@ The default keeps ResNet-18's stem, four stages and receptive field (joint-space
 and osteophytes are local features, so resolution matters more than depth) at an eighth
 of its multiply-adds: it scores 10,000 images in under two minutes on two cores and trains
 about 50,000 image-epochs in 20 minutes. On CPUs with AVX-512-bf16/AMX and on CUDA the
-same card runs faster under autocast; ``koa_core.inference`` picks the precision.
+same card runs faster under autocast; ``koa_core.model.inference`` picks the precision.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from koa_core.checkpoint import load_torch
 from koa_core.errors import CorruptCheckpointError
-from koa_core.preprocess import PREPROCESS_VERSION
+from koa_core.imaging.transforms import PREPROCESS_VERSION
+from koa_core.model.checkpoint import load_torch
 
 NUM_CLASSES = 5
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -57,7 +57,7 @@ class ModelCard:
     """Everything needed to feed a model and read its output, stored beside its weights.
 
     ``mean``/``std`` standardise preprocessed [0, 1] pixels; ``preprocess_version`` is
-    the ``koa_core.preprocess`` pipeline the model was trained on.
+    the ``koa_core.imaging.transforms`` pipeline the model was trained on.
     """
 
     input_size: int = 224

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from koa_core.model import ModelCard, kl_probabilities, place
+from koa_core.model.network import ModelCard, kl_probabilities, place
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -55,7 +55,7 @@ def to_model_input(images: torch.Tensor, card: ModelCard, device: torch.device) 
     """Preprocessed images as a normalised, channels_last float batch (N, 1, H, W) on ``device``.
 
     ``images`` is (N, H, W) or (N, 1, H, W), either float in [0, 1] or uint8 (0-255),
-    the two forms ``koa_core.datasets`` and ``koa_core.preprocess`` produce.
+    the two forms ``koa_core.data.datasets`` and ``koa_core.imaging.transforms`` produce.
     """
     if images.ndim == 3:
         images = images.unsqueeze(1)
@@ -86,7 +86,7 @@ def predict_dataset(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         fast: autocast (bf16 on CPUs that have it, bf16/fp16 on CUDA) and channels_last;
             ``False`` gives the fp32 reference.
-        forward: a forward of ``model`` built once by ``koa_core.fastpath`` (e.g. a frozen
+        forward: a forward of ``model`` built once by ``koa_core.model.fastpath`` (e.g. a frozen
             trace), called instead of ``model``; ``fast`` is ignored when it is given.
     """
     target = resolve_device(device)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from koa_core.config import Settings
 from koa_core.errors import KoaError
-from koa_core.preprocess import PREPROCESS_VERSION
+from koa_core.imaging.transforms import PREPROCESS_VERSION
 from koa_core.privacy import pseudonymise
 
 T = TypeVar("T")
