@@ -46,8 +46,9 @@ API_PAGE = 200  # the most task runs the Prefect API returns per request
 
 def register_default_champion(home: Path) -> str:
     """An untrained default-architecture network registered as champion; its version id."""
+    from koa_core.model.card import ModelCard
     from koa_core.model.checkpoint import save_torch
-    from koa_core.model.network import ModelCard, build_model
+    from koa_core.model.network import build_model
     from koa_core.registry.store import ModelRegistry
 
     torch.manual_seed(0)

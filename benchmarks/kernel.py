@@ -18,9 +18,10 @@ import torch
 
 from common import interleaved_seconds, machine, matmul_gflops, ratio, table  # isort: skip
 
+from koa_core.model.card import ModelCard
 from koa_core.model.fastpath import default_path, optimise_for_inference
 from koa_core.model.inference import cpu_has_fast_bf16
-from koa_core.model.network import ModelCard, build_model, count_macs
+from koa_core.model.network import build_model, count_macs
 
 NO_BF16 = "n/a: no native bf16 on this CPU"
 

@@ -32,8 +32,9 @@ import torch
 
 from koa_core.data.datasets import load_dataset
 from koa_core.evaluation.evaluate import evaluate_probabilities
+from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset, resolve_device
-from koa_core.model.network import build_model, load_model, place
+from koa_core.model.network import build_model, place
 from koa_core.phantom import kl_folder_image
 from koa_core.training.loop import TrainConfig, augment_batch, kl_loss, train
 

@@ -18,8 +18,9 @@ import torch
 from common import interleaved_seconds, machine, ratio, table
 from torch import nn
 
+from koa_core.model.card import ModelCard
 from koa_core.model.inference import autocast, cpu_has_fast_bf16
-from koa_core.model.network import ModelCard, build_model
+from koa_core.model.network import build_model
 
 CPU = torch.device("cpu")
 

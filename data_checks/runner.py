@@ -16,13 +16,13 @@ import pandas as pd
 
 from koa_core.config import get_settings
 from koa_core.errors import BatchFailedError, KoaError
+from koa_core.schema import PROBABILITY_COLUMNS, p_koa
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SUITE_NAMES = ("manifest", "model_input", "predictions")
 READ_ERROR_COLUMN = "read_error"
 REASONS_COLUMN = "reasons"
 REASON_SEPARATOR = ";"
-PROBABILITY_COLUMNS = tuple(f"p_kl{grade}" for grade in range(5))
 _COMPLETE = {"result_format": "COMPLETE"}
 _DATASOURCE = "koa"
 # One GX context per process: building one is slow and it is not safe to share between threads.
@@ -233,7 +233,7 @@ def _prediction_columns(frame: pd.DataFrame) -> pd.DataFrame:
     complete = probabilities.notna().all(axis=1)
     argmax = probabilities.fillna(-1.0).to_numpy().argmax(axis=1)
     grade = pd.to_numeric(frame["kl_grade"], errors="coerce")
-    koa = probabilities[list(PROBABILITY_COLUMNS[2:])].sum(axis=1, skipna=False)
+    koa = p_koa(probabilities.to_numpy())
     return frame.assign(
         p_sum=probabilities.sum(axis=1, skipna=False),
         grade_matches_argmax=(complete & (grade == argmax)).astype(bool),

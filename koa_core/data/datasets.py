@@ -43,6 +43,7 @@ from pydicom.errors import InvalidDicomError
 from koa_core.errors import DatasetError, ImageReadError
 from koa_core.imaging.transforms import PREPROCESS_VERSION, preprocess
 from koa_core.io.record import Radiograph
+from koa_core.schema import GRADES
 from koa_core.storage.files import atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 TABLE_NAMES = ("labels.csv", "labels.parquet")
-GRADES = range(5)
 VAL_SHARE = 0.15
 TEST_SHARE = 0.15
 CACHE_FORMAT = "1"

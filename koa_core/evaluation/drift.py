@@ -22,6 +22,7 @@ from koa_core.data.datasets import KLDataset
 from koa_core.errors import DatasetError
 from koa_core.imaging.transforms import PREPROCESS_VERSION
 from koa_core.registry.store import ModelVersion
+from koa_core.schema import p_koa
 from koa_core.storage import results
 from koa_core.storage.files import atomic_write_bytes
 
@@ -273,7 +274,7 @@ def reference_table(
     probs = np.asarray(probabilities, dtype=np.float64)
     return pa.table(
         {
-            "p_koa": pa.array(probs[:, 2:].sum(axis=1), pa.float32()),
+            "p_koa": pa.array(p_koa(probs), pa.float32()),
             "kl_grade": pa.array(probs.argmax(axis=1), pa.int8()),
             "input_mean": pa.array(scaled.mean(axis=1), pa.float32()),
             "input_std": pa.array(scaled.std(axis=1), pa.float32()),
@@ -346,8 +347,8 @@ def load_reference(
 def _compute_reference(
     version: ModelVersion, dataset: KLDataset, split: str, device: str
 ) -> pa.Table:
+    from koa_core.model.checkpoint import load_model
     from koa_core.model.inference import predict_dataset
-    from koa_core.model.network import load_model
 
     if split not in dataset.splits:
         raise DatasetError(f"{dataset.root}: no {split!r} split for the drift reference")

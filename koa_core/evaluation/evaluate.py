@@ -26,8 +26,9 @@ from koa_core.errors import DatasetError
 from koa_core.evaluation.calibration import apply_temperature, fit_temperature
 from koa_core.evaluation.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
 from koa_core.evaluation.report import ReportPaths, write_evaluation_report
+from koa_core.model.card import ModelCard
+from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset
-from koa_core.model.network import ModelCard, load_model
 from koa_core.registry.store import ModelRegistry, ModelVersion, PromotionDecision
 from koa_core.training.loop import Progress, TrainConfig, train
 

@@ -22,11 +22,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-NUM_CLASSES = 5
-KOA_MIN_GRADE = 2
+from koa_core.schema import GRADES, KOA_MIN_GRADE, NUM_CLASSES, p_koa
+
 ECE_BINS = 15
 BOOTSTRAP_SAMPLES = 1000
-GRADES = tuple(range(NUM_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -102,12 +101,6 @@ class ReliabilityBins:
     accuracy: NDArray[np.float64]
 
 
-def koa_probability(probs: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
-    """P(KL >= 2) = p2 + p3 + p4, clipped to [0, 1] against float rounding."""
-    total = np.asarray(probs, dtype=np.float64)[:, KOA_MIN_GRADE:].sum(axis=1)
-    return np.asarray(np.clip(total, 0.0, 1.0), dtype=np.float64)
-
-
 def reliability_bins(
     y_true: ArrayLike, probs: ArrayLike, n_bins: int = ECE_BINS
 ) -> ReliabilityBins:
@@ -180,17 +173,17 @@ def _auc_macro(
 
 
 def _koa_binary(
-    y_koa: NDArray[np.int64], p_koa: NDArray[np.float64], threshold: float
+    y_koa: NDArray[np.int64], koa: NDArray[np.float64], threshold: float
 ) -> tuple[float | None, float | None, float | None, list[str]]:
     """AUC, sensitivity and specificity of KL >= 2 at ``threshold`` (None where undefined)."""
-    predicted = (p_koa >= threshold).astype(np.int64)
+    predicted = (koa >= threshold).astype(np.int64)
     has_pos, has_neg = bool(y_koa.any()), bool((y_koa == 0).any())
     sensitivity = float(recall_score(y_koa, predicted, pos_label=1)) if has_pos else None
     specificity = float(recall_score(y_koa, predicted, pos_label=0)) if has_neg else None
     if not (has_pos and has_neg):
         note = "AUC for KOA undefined: the split lacks KL<2 or KL>=2 cases"
         return None, sensitivity, specificity, [note]
-    return float(roc_auc_score(y_koa, p_koa)), sensitivity, specificity, []
+    return float(roc_auc_score(y_koa, koa)), sensitivity, specificity, []
 
 
 def evaluate_predictions(
@@ -220,8 +213,8 @@ def evaluate_predictions(
     y_pred = p.argmax(axis=1)
     rows, notes = _class_rows(labels, y_pred, p)
     auc_macro, macro_notes = _auc_macro(labels, p, rows)
-    y_koa, p_koa = (labels >= KOA_MIN_GRADE).astype(np.int64), koa_probability(p)
-    auc_koa, sensitivity, specificity, koa_notes = _koa_binary(y_koa, p_koa, threshold)
+    y_koa, koa = (labels >= KOA_MIN_GRADE).astype(np.int64), p_koa(p)
+    auc_koa, sensitivity, specificity, koa_notes = _koa_binary(y_koa, koa, threshold)
     qwk: float | None = None
     if np.unique(np.concatenate([labels, y_pred])).size > 1:
         qwk = float(cohen_kappa_score(labels, y_pred, weights="quadratic", labels=GRADES))
@@ -242,7 +235,7 @@ def evaluate_predictions(
         auc_koa=auc_koa,
         sensitivity_koa=sensitivity,
         specificity_koa=specificity,
-        brier_koa=float(brier_score_loss(y_koa, p_koa, pos_label=1)),
+        brier_koa=float(brier_score_loss(y_koa, koa, pos_label=1)),
         ece=expected_calibration_error(labels, p),
         per_class=rows,
         confusion_matrix=tuple(
@@ -299,7 +292,7 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(y_true), size=(n_bootstrap, len(y_true)))
     qwk = batched_qwk(y_true[index], probs.argmax(axis=1)[index])
-    auc = batched_auc(y_true[index] >= KOA_MIN_GRADE, koa_probability(probs)[index])
+    auc = batched_auc(y_true[index] >= KOA_MIN_GRADE, p_koa(probs)[index])
     return _percentile_interval(qwk), _percentile_interval(auc)
 
 

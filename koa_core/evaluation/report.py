@@ -15,15 +15,13 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_curve
 
 from koa_core.evaluation.metrics import (
-    GRADES,
     EvaluationMetrics,
     expected_calibration_error,
-    koa_probability,
     reliability_bins,
 )
+from koa_core.schema import CLASS_NAMES, p_koa
 from koa_core.storage.files import atomic_write_bytes
 
-CLASS_LABELS = tuple(f"KL{grade}" for grade in GRADES)
 DPI = 110
 
 
@@ -94,8 +92,8 @@ def plot_confusion_matrix(matrix: NDArray[np.int64], path: Path) -> None:
         colour = "white" if shares[row, col] > 0.6 else "black"
         text = f"{count}\n{shares[row, col]:.0%}"
         axes.text(col, row, text, ha="center", va="center", color=colour, fontsize=9)
-    axes.set_xticks(range(len(CLASS_LABELS)), CLASS_LABELS)
-    axes.set_yticks(range(len(CLASS_LABELS)), CLASS_LABELS)
+    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
     axes.set_xlabel("Predicted grade")
     axes.set_ylabel("True grade")
     axes.set_title("Confusion matrix (colour: share of true grade)")
@@ -122,7 +120,7 @@ def plot_roc(
     koa_axes, ovr_axes = figure.subplots(1, 2)
     y_koa = y_true >= 2
     if metrics.auc_koa is not None:
-        fpr, tpr, _ = roc_curve(y_koa, koa_probability(probs))
+        fpr, tpr, _ = roc_curve(y_koa, p_koa(probs))
         koa_axes.plot(fpr, tpr, linewidth=2, label=f"KL>=2, AUC {metrics.auc_koa:.3f}")
     if metrics.sensitivity_koa is not None and metrics.specificity_koa is not None:
         point = (1 - metrics.specificity_koa, metrics.sensitivity_koa)
@@ -131,7 +129,7 @@ def plot_roc(
     for row in metrics.per_class:
         if row.auc_roc is not None:
             fpr, tpr, _ = roc_curve(y_true == row.grade, probs[:, row.grade])
-            label = f"{CLASS_LABELS[row.grade]}, AUC {row.auc_roc:.3f}"
+            label = f"{CLASS_NAMES[row.grade]}, AUC {row.auc_roc:.3f}"
             ovr_axes.plot(fpr, tpr, linewidth=1.5, label=label)
     _roc_axes(ovr_axes, "One-vs-rest per grade")
     _save(figure, path)
@@ -207,7 +205,7 @@ def _markdown(title: str, data: Mapping[str, Any], paths: ReportPaths) -> str:
     ]
     for cls in data["per_class"]:
         lines.append(
-            f"| {CLASS_LABELS[cls['grade']]} | {_fmt(cls['precision'])} | {_fmt(cls['recall'])} "
+            f"| {CLASS_NAMES[cls['grade']]} | {_fmt(cls['precision'])} | {_fmt(cls['recall'])} "
             f"| {_fmt(cls['f1'])} | {cls['support']} | {_fmt(cls['auc_roc'])} |"
         )
     if data["notes"]:

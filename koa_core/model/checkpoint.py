@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from koa_core.errors import CorruptCheckpointError
+from koa_core.model.card import ModelCard
+from koa_core.model.network import KLNet, build_model, place
 from koa_core.storage.files import atomic_write_bytes, bytes_sha256, file_sha256
 
 SIDECAR_SUFFIX = ".sha256"
@@ -70,3 +72,21 @@ def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as error:
         raise CorruptCheckpointError(f"{path}: not a readable torch file: {error}") from error
+
+
+def load_model(weights_path: Path, card: ModelCard, device: str | torch.device = "cpu") -> KLNet:
+    """The network for ``card`` with the state_dict in ``weights_path``, in eval mode.
+
+    Raises:
+        CorruptCheckpointError: the file is truncated or corrupt, fails its sha256
+            sidecar, or holds weights for another architecture.
+    """
+    state = load_torch(weights_path, map_location=device)
+    model = build_model(card)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise CorruptCheckpointError(
+            f"{weights_path}: weights do not match architecture {card.architecture}: {error}"
+        ) from error
+    return place(model, device).eval()

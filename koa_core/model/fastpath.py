@@ -22,8 +22,9 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
+from koa_core.model.card import ModelCard
 from koa_core.model.inference import autocast, autocast_dtype, resolve_device
-from koa_core.model.network import ModelCard, place
+from koa_core.model.network import place
 
 ExecutionPath = Literal["eager", "channels_last", "autocast", "fused", "compile"]
 EXECUTION_PATHS: tuple[str, ...] = get_args(ExecutionPath)

@@ -11,7 +11,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from koa_core.model.network import ModelCard, kl_probabilities, place
+from koa_core.model.card import ModelCard
+from koa_core.model.network import kl_probabilities, place
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -1,4 +1,4 @@
-"""The Kellgren-Lawrence grading CNN: a narrow single-channel ResNet and its model card.
+"""The Kellgren-Lawrence grading CNN: a narrow single-channel ResNet.
 
 Default architecture, chosen by measurement on this project's 2-core CPU (AMD EPYC, AVX2,
 no AVX-512-bf16/AMX, so bf16 autocast is emulated and much *slower* than fp32 here). Batch
@@ -22,74 +22,16 @@ same card runs faster under autocast; ``koa_core.model.inference`` picks the pre
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from koa_core.errors import CorruptCheckpointError
-from koa_core.imaging.transforms import PREPROCESS_VERSION
-from koa_core.model.checkpoint import load_torch
+from koa_core.model.card import DEFAULT_DEPTH, DEFAULT_WIDTH, ModelCard
+from koa_core.schema import NUM_CLASSES
 
-NUM_CLASSES = 5
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
-CLASS_NAMES = tuple(f"KL{grade}" for grade in range(NUM_CLASSES))
-DEFAULT_DEPTH = (1, 1, 1, 1)
-DEFAULT_WIDTH = 32
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Which network to build: ``depth`` is BasicBlocks per stage, ``width`` the stem channels."""
-
-    name: str = "resnet"
-    depth: tuple[int, ...] = DEFAULT_DEPTH
-    width: int = DEFAULT_WIDTH
-    drop_rate: float = 0.2
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """Everything needed to feed a model and read its output, stored beside its weights.
-
-    ``mean``/``std`` standardise preprocessed [0, 1] pixels; ``preprocess_version`` is
-    the ``koa_core.imaging.transforms`` pipeline the model was trained on.
-    """
-
-    input_size: int = 224
-    mean: float = 0.5
-    std: float = 0.25
-    class_names: tuple[str, ...] = CLASS_NAMES
-    preprocess_version: str = PREPROCESS_VERSION
-    architecture: Architecture = field(default_factory=Architecture)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        data = asdict(self)
-        data["class_names"] = list(self.class_names)
-        data["architecture"]["depth"] = list(self.architecture.depth)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        """The card ``to_dict`` wrote; unknown keys are rejected by the dataclass."""
-        arch = dict(data.get("architecture", {}))
-        if "depth" in arch:
-            arch["depth"] = tuple(int(blocks) for blocks in arch["depth"])
-        values = {key: value for key, value in data.items() if key != "architecture"}
-        if "class_names" in values:
-            values["class_names"] = tuple(values["class_names"])
-        return cls(**values, architecture=Architecture(**arch))
-
-
-def read_card(path: Path) -> ModelCard:
-    """The ``ModelCard`` in a ``card.json`` written by training (its ``"card"`` entry)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return ModelCard.from_dict(data.get("card", data))
 
 
 class BasicBlock(nn.Module):
@@ -188,11 +130,6 @@ def kl_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
-def p_koa(probs: torch.Tensor) -> torch.Tensor:
-    """P(KL >= 2), radiographic osteoarthritis: the sum of the KL2-KL4 probabilities."""
-    return probs[:, 2:].sum(dim=1)
-
-
 def count_macs(model: nn.Module, input_size: int) -> int:
     """Multiply-accumulates of one forward pass on a single ``input_size`` image."""
     param = next(model.parameters())
@@ -204,24 +141,6 @@ def count_macs(model: nn.Module, input_size: int) -> int:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // 2
-
-
-def load_model(weights_path: Path, card: ModelCard, device: str | torch.device = "cpu") -> KLNet:
-    """The network for ``card`` with the state_dict in ``weights_path``, in eval mode.
-
-    Raises:
-        CorruptCheckpointError: the file is truncated or corrupt, fails its sha256
-            sidecar, or holds weights for another architecture.
-    """
-    state = load_torch(weights_path, map_location=device)
-    model = build_model(card)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise CorruptCheckpointError(
-            f"{weights_path}: weights do not match architecture {card.architecture}: {error}"
-        ) from error
-    return place(model, device).eval()
 
 
 def place(model: ModuleT, device: str | torch.device) -> ModuleT:

@@ -17,9 +17,9 @@ from koa_core.config import Settings
 from koa_core.errors import KoaError
 from koa_core.imaging.transforms import PREPROCESS_VERSION
 from koa_core.privacy import pseudonymise
+from koa_core.schema import GRADES, PROBABILITY_COLUMNS
 
 T = TypeVar("T")
-PROBABILITY_COLUMNS = tuple(f"p_kl{grade}" for grade in range(5))
 
 
 class AccountingError(KoaError):
@@ -132,4 +132,4 @@ def account(
 def grade_distribution(scores: Sequence[Mapping[str, Any]]) -> dict[int, int]:
     """Count of scored images per KL grade, every grade present."""
     counts = Counter(int(row["kl_grade"]) for row in scores)
-    return {grade: counts.get(grade, 0) for grade in range(5)}
+    return {grade: counts.get(grade, 0) for grade in GRADES}

@@ -14,18 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from koa_core.model.card import ModelCard, read_card
+from koa_core.model.checkpoint import load_model
 from koa_core.model.fastpath import Forward, optimise_for_inference
 from koa_core.model.inference import predict_dataset, resolve_device
-from koa_core.model.network import KLNet, ModelCard, load_model, read_card
-
-PROBABILITY_COLUMNS = tuple(f"p_kl{grade}" for grade in range(5))
+from koa_core.model.network import KLNet
+from koa_core.schema import CARD_NAME, PROBABILITY_COLUMNS, WEIGHTS_NAME, p_koa
 
 
 @lru_cache(maxsize=2)
 def loaded_model(model_dir: str, device: str) -> tuple[KLNet, ModelCard]:
     """The model in ``model_dir`` (``weights.pt`` + ``card.json``) on ``device``, cached."""
-    card = read_card(Path(model_dir) / "card.json")
-    model = load_model(Path(model_dir) / "weights.pt", card, resolve_device(device))
+    card = read_card(Path(model_dir) / CARD_NAME)
+    model = load_model(Path(model_dir) / WEIGHTS_NAME, card, resolve_device(device))
     return model, card
 
 
@@ -67,8 +68,8 @@ def score_chunk(
         model, card, images, batch_size, device, forward=fast_forward(model_dir, device)
     )
     scored = []
-    for row, probs in zip(rows, probabilities, strict=True):
+    for row, probs, koa in zip(rows, probabilities, p_koa(probabilities), strict=True):
         values = {name: float(p) for name, p in zip(PROBABILITY_COLUMNS, probs, strict=True)}
         grade = int(np.argmax(probs))
-        scored.append({**row, **values, "kl_grade": grade, "p_koa": float(probs[2:].sum())})
+        scored.append({**row, **values, "kl_grade": grade, "p_koa": float(koa)})
     return scored

@@ -31,15 +31,14 @@ from filelock import FileLock
 from koa_core.config import get_settings
 from koa_core.errors import CorruptCheckpointError, ModelNotFoundError
 from koa_core.model.checkpoint import SIDECAR_SUFFIX, verify_sidecar
+from koa_core.schema import CARD_NAME, WEIGHTS_NAME
 from koa_core.storage.files import append_json_line, atomic_write_bytes, file_sha256
 
 if TYPE_CHECKING:
-    from koa_core.model.network import ModelCard
+    from koa_core.model.card import ModelCard
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "weights.pt"
-CARD_NAME = "card.json"
 VERSIONS_DIR = "versions"
 CHAMPION_POINTER = "champion"
 PROMOTIONS_LOG = "promotions.jsonl"
@@ -78,7 +77,7 @@ class ModelVersion:
 
     def model_card(self) -> ModelCard:
         """The ``ModelCard`` needed to build the network for these weights."""
-        from koa_core.model.network import read_card
+        from koa_core.model.card import read_card
 
         return read_card(self.card_path)
 

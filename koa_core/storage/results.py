@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from koa_core.errors import KoaError, OutputWriteError
+from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.storage.files import fsync_directory
 
 # Layout under ``results_root`` (``Settings().results_dir``)::
@@ -87,14 +88,15 @@ SCORES_COLUMNS: tuple[Column, ...] = (
     ),
     Column("source_sha256", pa.string(), False, "SHA-256 of the input file's bytes."),
     Column("file_format", pa.string(), False, "'dicom', 'png', 'jpeg' or 'tiff'."),
-    *(Column(f"p_kl{g}", pa.float32(), False, f"Probability of KL grade {g}.") for g in range(5)),
+    *(
+        Column(name, pa.float32(), False, f"Probability of KL grade {grade}.")
+        for grade, name in enumerate(PROBABILITY_COLUMNS)
+    ),
     Column("kl_grade", pa.int8(), False, "Most probable KL grade (0-4)."),
     Column("p_koa", pa.float32(), False, "Probability of radiographic OA, P(KL >= 2)."),
     Column("model_version", pa.string(), False, "Registry version of the scoring model."),
     Column("weights_sha256", pa.string(), False, "SHA-256 of the model weights file."),
-    Column(
-        "preprocess_version", pa.string(), False, "Version of the file-to-input path."
-    ),
+    Column("preprocess_version", pa.string(), False, "Version of the file-to-input path."),
     _RUN_ID,
     Column("scored_at", _UTC_US, False, "When the image was scored (UTC)."),
     Column("input_mean", pa.float32(), False, "Mean of the preprocessed model input (drift)."),

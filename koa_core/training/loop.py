@@ -29,23 +29,15 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score
 
 from koa_core.data.datasets import KLDataset, Split, load_dataset
 from koa_core.errors import CorruptCheckpointError
+from koa_core.model.card import DEFAULT_DEPTH, DEFAULT_WIDTH, Architecture, ModelCard
 from koa_core.model.checkpoint import load_torch, save_torch
 from koa_core.model.inference import autocast, autocast_dtype, predict_dataset, resolve_device
-from koa_core.model.network import (
-    DEFAULT_DEPTH,
-    DEFAULT_WIDTH,
-    Architecture,
-    KLNet,
-    ModelCard,
-    build_model,
-    place,
-)
+from koa_core.model.network import KLNet, build_model, place
+from koa_core.schema import CARD_NAME, GRADES, WEIGHTS_NAME
 from koa_core.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "weights.pt"
-CARD_NAME = "card.json"
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 # Where and how fast a run executes, not what it learns: free to change on resume.
@@ -274,7 +266,7 @@ class _Run:
         labels = val.labels.numpy()
         loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)).mean())
         predicted = probs.argmax(axis=1)
-        qwk = float(cohen_kappa_score(labels, predicted, weights="quadratic", labels=range(5)))
+        qwk = float(cohen_kappa_score(labels, predicted, weights="quadratic", labels=GRADES))
         # Kappa is undefined (nan) when one rater uses a single grade: count it as chance.
         return loss, 0.0 if math.isnan(qwk) else qwk, float(accuracy_score(labels, predicted))
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from koa_core.model.card import ModelCard
 from koa_core.model.fastpath import optimise_for_inference
 from koa_core.model.inference import predict_dataset
-from koa_core.model.network import ModelCard, build_model
+from koa_core.model.network import build_model
 from tests.core.kl_fixtures import knee_like
 
 # The default architecture at a smaller input keeps the test to seconds on two cores;

@@ -14,8 +14,8 @@ from koa_core.evaluation.metrics import (
     batched_qwk,
     evaluate_predictions,
     expected_calibration_error,
-    koa_probability,
 )
+from koa_core.schema import p_koa
 
 # Four knees, true grades 0-3; the KL1 knee is over-graded as KL2.
 Y_FOUR = np.array([0, 1, 2, 3])
@@ -137,15 +137,13 @@ def test_batched_statistics_equal_sklearn(seed: int) -> None:
     probs = np.round(probs, 1)
     index = np.random.default_rng(seed).integers(0, 60, size=(8, 60))
     qwk = batched_qwk(y[index], probs.argmax(axis=1)[index])
-    auc = batched_auc(y[index] >= 2, koa_probability(probs)[index])
+    auc = batched_auc(y[index] >= 2, p_koa(probs)[index])
     for row, sample in enumerate(index):
         expected_qwk = cohen_kappa_score(
             y[sample], probs.argmax(axis=1)[sample], weights="quadratic"
         )
         assert qwk[row] == pytest.approx(expected_qwk)
-        assert auc[row] == pytest.approx(
-            roc_auc_score(y[sample] >= 2, koa_probability(probs)[sample])
-        )
+        assert auc[row] == pytest.approx(roc_auc_score(y[sample] >= 2, p_koa(probs)[sample]))
 
 
 def test_batched_auc_is_nan_without_both_classes() -> None:

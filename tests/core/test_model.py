@@ -10,17 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from koa_core.errors import CorruptCheckpointError
-from koa_core.model.checkpoint import save_torch, sidecar_path
+from koa_core.model.card import Architecture, ModelCard
+from koa_core.model.checkpoint import load_model, save_torch, sidecar_path
 from koa_core.model.inference import predict_dataset
-from koa_core.model.network import (
-    Architecture,
-    ModelCard,
-    build_model,
-    count_macs,
-    kl_probabilities,
-    load_model,
-    p_koa,
-)
+from koa_core.model.network import build_model, count_macs, kl_probabilities
 
 TINY = ModelCard(input_size=64, architecture=Architecture(depth=(1, 1), width=8, drop_rate=0.0))
 
@@ -34,13 +27,6 @@ def test_feature_and_head_shapes(depth: tuple[int, ...], width: int) -> None:
     logits = model.forward_head(features)
     assert logits.shape == (3, 5)
     assert torch.allclose(model(torch.zeros(2, 1, 64, 64))[0], model(torch.zeros(1, 1, 64, 64))[0])
-
-
-def test_p_koa_is_the_sum_of_kl2_to_kl4() -> None:
-    probs = kl_probabilities(torch.randn(6, 5))
-    assert torch.allclose(probs.sum(1), torch.ones(6))
-    assert torch.allclose(p_koa(probs), probs[:, 2] + probs[:, 3] + probs[:, 4])
-    assert torch.allclose(p_koa(probs), 1 - probs[:, 0] - probs[:, 1], atol=1e-6)
 
 
 def test_count_macs_grows_with_input_area() -> None:

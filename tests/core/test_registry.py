@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from koa_core.errors import CorruptCheckpointError, ModelNotFoundError
+from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import save_torch
-from koa_core.model.network import ModelCard
 from koa_core.registry.store import (
     CHAMPION_POINTER,
     ModelRegistry,

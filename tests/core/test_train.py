@@ -11,8 +11,8 @@ import torch
 
 from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.errors import CorruptCheckpointError
-from koa_core.model.checkpoint import load_torch
-from koa_core.model.network import load_model, read_card
+from koa_core.model.card import read_card
+from koa_core.model.checkpoint import load_model, load_torch
 from koa_core.training.loop import (
     EpochStats,
     TrainConfig,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from koa_core.model.card import Architecture, ModelCard
 from koa_core.model.checkpoint import save_torch
-from koa_core.model.network import Architecture, ModelCard, build_model
+from koa_core.model.network import build_model
 from koa_core.registry.store import ModelRegistry
 
 

@@ -17,8 +17,9 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 
 from koa_core.config import get_settings
 from koa_core.evaluation.drift import reference_path
+from koa_core.model.card import Architecture, ModelCard
 from koa_core.model.checkpoint import save_torch
-from koa_core.model.network import Architecture, ModelCard, build_model
+from koa_core.model.network import build_model
 from koa_core.phantom import write_kl_folders, write_nightly_batch
 from koa_core.pipeline import ledger
 from koa_core.pipeline.manifest import build_manifest

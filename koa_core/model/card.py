@@ -1,0 +1,64 @@
+"""The model card: what it takes to build a network, feed it and read its output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from koa_core.imaging.transforms import PREPROCESS_VERSION
+from koa_core.schema import CLASS_NAMES
+
+DEFAULT_DEPTH = (1, 1, 1, 1)
+DEFAULT_WIDTH = 32
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Which network to build: ``depth`` is BasicBlocks per stage, ``width`` the stem channels."""
+
+    name: str = "resnet"
+    depth: tuple[int, ...] = DEFAULT_DEPTH
+    width: int = DEFAULT_WIDTH
+    drop_rate: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to feed a model and read its output, stored beside its weights.
+
+    ``mean``/``std`` standardise preprocessed [0, 1] pixels; ``preprocess_version`` is
+    the ``koa_core.imaging.transforms`` pipeline the model was trained on.
+    """
+
+    input_size: int = 224
+    mean: float = 0.5
+    std: float = 0.25
+    class_names: tuple[str, ...] = CLASS_NAMES
+    preprocess_version: str = PREPROCESS_VERSION
+    architecture: Architecture = field(default_factory=Architecture)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        data["architecture"]["depth"] = list(self.architecture.depth)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """The card ``to_dict`` wrote; unknown keys are rejected by the dataclass."""
+        arch = dict(data.get("architecture", {}))
+        if "depth" in arch:
+            arch["depth"] = tuple(int(blocks) for blocks in arch["depth"])
+        values = {key: value for key, value in data.items() if key != "architecture"}
+        if "class_names" in values:
+            values["class_names"] = tuple(values["class_names"])
+        return cls(**values, architecture=Architecture(**arch))
+
+
+def read_card(path: Path) -> ModelCard:
+    """The ``ModelCard`` in a ``card.json`` written by training (its ``"card"`` entry)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return ModelCard.from_dict(data.get("card", data))
