@@ -15,11 +15,9 @@ Two layouts are accepted:
   (``study_instance_uid`` or (0020,000D) StudyInstanceUID), else the file path, so one
   patient's knees never straddle train and test.
 
-Every image is read with ``koa_core.io.reader.read_radiograph`` and run through
-``koa_core.imaging.transforms.preprocess`` once; the result is stored as uint8 (0-255 of the [0, 1]
-preprocessed image: a quarter of float32's memory, and finer than the 8-bit sources) and
-cached under ``cache_dir`` keyed by the dataset fingerprint, input size and
-``PREPROCESS_VERSION``.
+Every image goes through ``koa_core.io.model_input.load_model_input``, the path nightly
+scoring uses too, once; the uint8 results are cached under ``cache_dir`` keyed by the
+dataset fingerprint, input size and ``PREPROCESS_VERSION``.
 """
 
 from __future__ import annotations
@@ -41,8 +39,8 @@ import torch
 from pydicom.errors import InvalidDicomError
 
 from koa_core.errors import DatasetError, ImageReadError
-from koa_core.imaging.transforms import PREPROCESS_VERSION, preprocess
-from koa_core.io.record import Radiograph
+from koa_core.imaging.transforms import PREPROCESS_VERSION
+from koa_core.io.model_input import FileModelInput, load_model_input
 from koa_core.schema import GRADES
 from koa_core.storage.files import atomic_write_bytes, file_sha256
 
@@ -53,10 +51,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 TABLE_NAMES = ("labels.csv", "labels.parquet")
 VAL_SHARE = 0.15
 TEST_SHARE = 0.15
-CACHE_FORMAT = "1"
+# 2: inputs rounded in float32 as the nightly path does (1 rounded in float64).
+CACHE_FORMAT = "2"
 GROUP_COLUMNS = ("patient_id", "study_instance_uid")
 
-Reader = Callable[[Path, int], Radiograph]
+InputLoader = Callable[[Path, int], FileModelInput]
 LoadProgress = Callable[[int, int], None]
 
 
@@ -264,27 +263,6 @@ def dataset_fingerprint(files: Sequence[LabelledFile]) -> str:
     return digest.hexdigest()
 
 
-def default_reader(path: Path, target_size: int) -> Radiograph:
-    """``koa_core.io.reader.read_radiograph`` (imported late: it pulls in every codec)."""
-    from koa_core.io.reader import read_radiograph
-
-    return read_radiograph(path, target_size=target_size)
-
-
-def preprocess_file(path: Path, input_size: int, reader: Reader) -> tuple[np.ndarray, str | None]:
-    """One image as uint8 (S, S) model input, and its patient (or study) id when known.
-
-    Raises:
-        ImageReadError: the reader could not use the file.
-    """
-    radiograph = reader(path, input_size)
-    meta = radiograph.meta
-    spacing = meta.pixel_spacing_mm[0] * radiograph.decode_scale if meta.pixel_spacing_mm else None
-    model_input = preprocess(radiograph.pixels, meta.laterality, input_size, spacing_mm=spacing)
-    pixels = np.rint(model_input.pixels * 255.0).astype(np.uint8)
-    return pixels, meta.patient_id or meta.study_instance_uid
-
-
 def _assign_split(item: LabelledFile) -> LabelledFile:
     if item.split is not None:
         return item
@@ -294,17 +272,23 @@ def _assign_split(item: LabelledFile) -> LabelledFile:
 
 
 def _read_all(
-    files: Sequence[LabelledFile], input_size: int, reader: Reader, progress: LoadProgress | None
+    files: Sequence[LabelledFile],
+    input_size: int,
+    loader: InputLoader,
+    progress: LoadProgress | None,
 ) -> tuple[list[LabelledFile], list[npt.NDArray[np.uint8]], list[SkippedFile]]:
     kept, images, skipped = [], [], []
     for done, item in enumerate(files, start=1):
         try:
-            pixels, group = preprocess_file(item.path, input_size, reader)
+            model_input = loader(item.path, input_size)
         except ImageReadError as error:
             skipped.append(SkippedFile(item.relpath, error.reason, error.detail))
         else:
-            kept.append(_assign_split(replace(item, group=item.group or group)))
-            images.append(pixels)
+            # One patient's knees never straddle splits: group by patient, else study.
+            group = item.group or model_input.meta.patient_id
+            group = group or model_input.meta.study_instance_uid
+            kept.append(_assign_split(replace(item, group=group)))
+            images.append(model_input.pixels)
         if progress is not None:
             progress(done, len(files))
     return kept, images, skipped
@@ -387,7 +371,7 @@ def load_dataset(
     input_size: int = 224,
     labels: Path | None = None,
     cache_dir: Path | None = None,
-    reader: Reader | None = None,
+    loader: InputLoader = load_model_input,
     max_skipped_share: float = 0.1,
     progress: LoadProgress | None = None,
 ) -> KLDataset:
@@ -398,7 +382,7 @@ def load_dataset(
         input_size: model input side; images are preprocessed to it.
         labels: an explicit labels table (default: ``root/labels.csv|parquet`` if present).
         cache_dir: where preprocessed tensors are cached; ``None`` disables the cache.
-        reader: image reader, default ``koa_core.io.reader.read_radiograph``.
+        loader: file to model input (``load_model_input``; tests wrap it to count reads).
         max_skipped_share: unreadable files beyond this share fail the whole dataset.
         progress: called with (images done, total) while preprocessing.
 
@@ -413,7 +397,7 @@ def load_dataset(
         splits, skipped = cached
         _check_skipped(root, len(files), skipped, max_skipped_share)
         return KLDataset(root, input_size, fingerprint, splits, skipped)
-    kept, images, skipped_list = _read_all(files, input_size, reader or default_reader, progress)
+    kept, images, skipped_list = _read_all(files, input_size, loader, progress)
     _check_skipped(root, len(files), skipped_list, max_skipped_share)
     splits = _build_splits(root, kept, images)
     if cache is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -364,11 +364,6 @@ def _compute_reference(
         "preprocess_version": PREPROCESS_VERSION,
     }
     return table.replace_schema_metadata(metadata)
-
-
-def drifted_variables(report: DriftReport) -> Mapping[str, str]:
-    """The drifted variables of a report and why."""
-    return {v.variable: v.reason for v in report.variables if v.drifted}
 
 
 def drift_markdown(reports: Sequence[DriftReport], thresholds: DriftThresholds) -> str:

@@ -17,7 +17,7 @@ Version 2 resizes before it clips: the window is then found on ~50 thousand pixe
 of a few million, which made preprocessing ~4x cheaper (it was the largest per-image cost
 of a nightly run). Steps 1 and 2 are views, so only the field is ever copied.
 
-Normalisation by the model's mean/std happens at scoring time (``normalise``), because
+Normalisation by the model's mean/std happens at scoring time (``model.inference``), because
 those numbers belong to the model card, not to the image.
 """
 
@@ -120,11 +120,6 @@ def resize(image: npt.NDArray[np.generic], size: int) -> FloatImage:
     tensor = torch.from_numpy(pixels)[None, None]
     resized = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True)
     return resized[0, 0].numpy()
-
-
-def normalise(image: FloatImage, mean: float, std: float) -> FloatImage:
-    """Standardise with the model card's mean and standard deviation."""
-    return ((image - np.float32(mean)) / np.float32(std)).astype(np.float32, copy=False)
 
 
 def preprocess(

@@ -6,13 +6,12 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
-from koa_core.imaging.transforms import preprocess
-from koa_core.io.reader import read_metadata, read_radiograph
+from koa_core.io.model_input import load_model_input
+from koa_core.io.reader import read_metadata
 
 COLUMNS = (
     "file",
@@ -75,7 +74,7 @@ def inspect_file(path: Path, decode: bool = True) -> InspectionRow:
     try:
         meta = read_metadata(path)
         if decode:
-            read_radiograph(path, target_size=get_settings().input_size)
+            load_model_input(path, get_settings().input_size)
     except ImageReadError as error:
         return InspectionRow(path=str(path), status=f"{error.reason}: {error.detail}")
     return InspectionRow(
@@ -94,18 +93,10 @@ def inspect_file(path: Path, decode: bool = True) -> InspectionRow:
 
 
 def write_preview(path: Path, out: Path, size: int | None = None) -> str:
-    """Write the preprocessed model input of ``path`` as an 8-bit PNG; return a short summary."""
+    """Write the model input of ``path`` as the 8-bit PNG the grader sees; return a summary."""
     size = size or get_settings().input_size
-    radiograph = read_radiograph(path, target_size=size)
-    spacing = radiograph.meta.pixel_spacing_mm
-    model_input = preprocess(
-        radiograph.pixels,
-        radiograph.meta.laterality,
-        size,
-        spacing_mm=spacing[0] * radiograph.decode_scale if spacing else None,
-    )
+    model_input = load_model_input(path, size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    grey = np.round(model_input.pixels * 255.0).astype(np.uint8)
-    Image.fromarray(grey, mode="L").save(out)
-    side = radiograph.meta.laterality or "unknown side"
+    Image.fromarray(model_input.pixels, mode="L").save(out)
+    side = model_input.meta.laterality or "unknown side"
     return f"{size}x{size}, {side}, mirrored: {model_input.flipped}"

@@ -78,12 +78,3 @@ def read_radiograph(
     if sniff_format(path, settings=settings) == "dicom":
         return read_dicom(path, target_size, settings=settings)
     return read_raster(path, target_size, settings=settings)
-
-
-def is_supported_file(path: str | Path) -> bool:
-    """Whether ``path`` looks like a file koa reads (by content); nothing is decoded."""
-    try:
-        sniff_format(path)
-    except ImageReadError:
-        return False
-    return True

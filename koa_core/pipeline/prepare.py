@@ -17,8 +17,7 @@ import numpy.typing as npt
 
 from koa_core.errors import ImageReadError
 from koa_core.imaging.statistics import input_statistics
-from koa_core.imaging.transforms import ModelInput, preprocess
-from koa_core.io.reader import read_radiograph
+from koa_core.io.model_input import load_model_input
 from koa_core.pipeline.manifest import with_sha256
 from koa_core.storage.files import atomic_write_bytes
 
@@ -37,19 +36,6 @@ class PreparedChunk:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
-def model_input_of(path: Path, input_size: int) -> ModelInput:
-    """Decode ``path`` (JPEG 2000 at a reduced level when possible) and preprocess it."""
-    radiograph = read_radiograph(path, target_size=input_size)
-    spacing = radiograph.meta.pixel_spacing_mm
-    spacing_mm = spacing[0] * radiograph.decode_scale if spacing else None
-    return preprocess(radiograph.pixels, radiograph.meta.laterality, input_size, spacing_mm)
-
-
-def to_uint8(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """[0, 1] floats to 8-bit grey levels, rounding to nearest."""
-    return np.round(pixels * np.float32(255.0)).astype(np.uint8)
-
-
 def prepare_chunk(
     rows: list[dict[str, Any]], scratch_dir: Path, chunk_id: int, input_size: int
 ) -> PreparedChunk:
@@ -61,11 +47,11 @@ def prepare_chunk(
     prepared, failures = [], []
     for row in with_sha256(rows):
         try:
-            model_input = model_input_of(Path(row["source_path"]), input_size)
+            model_input = load_model_input(Path(row["source_path"]), input_size)
         except ImageReadError as error:
             failures.append({**row, "reasons": error.reason, "detail": error.detail})
             continue
-        image = to_uint8(model_input.pixels)
+        image = model_input.pixels
         statistics = input_statistics(image.astype(np.float32) / np.float32(255.0))
         prepared.append(
             {**row, "array_index": len(images), "flipped": model_input.flipped, **statistics}

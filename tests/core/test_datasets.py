@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from koa_core.data.datasets import dataset_fingerprint, default_reader, discover, load_dataset
+from koa_core.data.datasets import dataset_fingerprint, discover, load_dataset
 from koa_core.errors import DatasetError
-from koa_core.io.record import Radiograph
+from koa_core.io.model_input import FileModelInput, load_model_input
 from tests.core.kl_fixtures import knee_like, write_dicom, write_image_folder
 
 SIZE = 64
@@ -56,18 +56,18 @@ def test_cache_is_reused_and_keyed_by_content(tmp_path: Path) -> None:
     first = load_dataset(root, SIZE, cache_dir=cache)
     calls: list[Path] = []
 
-    def counting(path: Path, size: int) -> Radiograph:
+    def counting(path: Path, size: int) -> FileModelInput:
         calls.append(path)
-        return default_reader(path, size)
+        return load_model_input(path, size)
 
-    again = load_dataset(root, SIZE, cache_dir=cache, reader=counting)
+    again = load_dataset(root, SIZE, cache_dir=cache, loader=counting)
     assert calls == []
     assert torch.equal(again.splits["train"].images, first.splits["train"].images)
     assert again.splits["val"].paths == first.splits["val"].paths
     (root / "train" / "0" / "train_0_0.png").write_bytes(
         (root / "train" / "1" / "train_1_0.png").read_bytes()
     )
-    changed = load_dataset(root, SIZE, cache_dir=cache, reader=counting)
+    changed = load_dataset(root, SIZE, cache_dir=cache, loader=counting)
     assert changed.fingerprint != first.fingerprint
     assert len(calls) == 10
 

@@ -10,7 +10,6 @@ from koa_core.imaging.transforms import (
     centre_crop,
     clip_to_percentiles,
     histogram_percentiles,
-    normalise,
     preprocess,
     resize,
     to_right_orientation,
@@ -115,8 +114,3 @@ def test_preprocess_is_deterministic_and_bounded(radiograph: np.ndarray) -> None
     np.testing.assert_array_equal(first.pixels, second.pixels)
     assert first.pixels.shape == (224, 224) and first.pixels.dtype == np.float32
     assert first.pixels.min() >= 0.0 and first.pixels.max() <= 1.0
-
-
-def test_normalise_standardises() -> None:
-    image = np.array([[0.25, 0.75]], dtype=np.float32)
-    np.testing.assert_allclose(normalise(image, 0.5, 0.25), [[-1.0, 1.0]])

@@ -10,8 +10,8 @@ import pytest
 
 from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
+from koa_core.io.model_input import load_model_input
 from koa_core.pipeline.manifest import manifest_row
-from koa_core.pipeline.prepare import model_input_of
 from koa_core.sources.pull import list_batch
 from tests.reliability.helpers import (
     BATCH_DATE,
@@ -107,7 +107,7 @@ def test_each_file_is_settled_in_bounded_time_and_memory(
         row = manifest_row(source.path)
         if row["read_error"] is None:
             try:
-                model_input_of(source.path, INPUT_SIZE)
+                load_model_input(source.path, INPUT_SIZE)
             except ImageReadError as error:
                 row["read_error"] = error.reason
         elapsed = time.perf_counter() - started

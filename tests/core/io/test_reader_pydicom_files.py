@@ -23,7 +23,7 @@ from koa_core.errors import (
     TruncatedFileError,
     UnsupportedImageError,
 )
-from koa_core.io.reader import is_supported_file, read_metadata, read_radiograph, sniff_format
+from koa_core.io.reader import read_metadata, read_radiograph, sniff_format
 from tests.dicom_factory import (
     PYDICOM_TEST_FILES,
     knee_like_pixels,
@@ -153,12 +153,14 @@ def test_dual_format_preamble_is_read_as_dicom() -> None:
     assert read_metadata(path, settings=PERMISSIVE).file_format == "dicom"
 
 
-def test_is_supported_file(tmp_path: Path) -> None:
-    text = tmp_path / "notes.txt"
+def test_format_is_sniffed_from_content(tmp_path: Path) -> None:
+    text = tmp_path / "notes.dcm"
     text.write_text("not an image")
-    assert is_supported_file(write_dicom(tmp_path / "x.dcm"))
-    assert not is_supported_file(text)
-    assert not is_supported_file(tmp_path / "missing.dcm")
+    assert sniff_format(write_dicom(tmp_path / "x.txt")) == "dicom"
+    with pytest.raises(NotDicomError):
+        sniff_format(text)
+    with pytest.raises(ImageReadError):
+        sniff_format(tmp_path / "missing.dcm")
 
 
 @pytest.mark.parametrize("laterality", ["L", "R"])
