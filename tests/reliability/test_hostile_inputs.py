@@ -12,7 +12,7 @@ from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
 from koa_core.io.model_input import load_model_input
 from koa_core.pipeline.manifest import manifest_row
-from koa_core.sources.pull import list_batch
+from koa_core.sources.listing import list_batch
 from tests.reliability.helpers import (
     BATCH_DATE,
     INPUT_SIZE,

@@ -19,7 +19,7 @@ from prefect.logging.handlers import APILogHandler
 
 from koa_core.config import get_settings
 from koa_core.privacy import pseudonymise
-from koa_core.sources.pull import staging_dir_for
+from koa_core.sources.staging import staging_dir_for
 from koa_core.storage import results
 from tests.orthanc import run_orthanc
 from tests.reliability.helpers import BATCH_DATE, knee_templates, outcome, report, run_nightly

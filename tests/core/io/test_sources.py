@@ -23,7 +23,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from koa_core.errors import BatchFailedError
-from koa_core.sources.pull import BatchListing, cleanup_staging, list_batch, pull_batch
+from koa_core.sources.listing import BatchListing, list_batch
+from koa_core.sources.pull import pull_batch
+from koa_core.sources.staging import cleanup_staging
 from tests.orthanc import OrthancServer, run_orthanc
 
 BATCH = date(2024, 3, 1)
