@@ -14,14 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from koa_core.config import get_settings
-from koa_core.data.datasets import (
-    KLDataset,
-    LoadProgress,
-    Split,
-    dataset_fingerprint,
-    discover,
-    load_dataset,
-)
+from koa_core.data.datasets import KLDataset, LoadProgress, Split, load_dataset
+from koa_core.data.labels import dataset_fingerprint, discover
 from koa_core.errors import DatasetError
 from koa_core.evaluation.calibration import apply_temperature, fit_temperature
 from koa_core.evaluation.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from koa_core.data.datasets import dataset_fingerprint, discover, load_dataset
+from koa_core.data.datasets import load_dataset
+from koa_core.data.labels import dataset_fingerprint, discover
 from koa_core.errors import DatasetError
 from koa_core.io.model_input import FileModelInput, load_model_input
 from tests.core.kl_fixtures import knee_like, write_dicom, write_image_folder
