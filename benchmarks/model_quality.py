@@ -36,7 +36,10 @@ from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset, resolve_device
 from koa_core.model.network import build_model, place
 from koa_core.phantom import kl_folder_image
-from koa_core.training.loop import TrainConfig, augment_batch, kl_loss, train
+from koa_core.training.augment import augment_batch
+from koa_core.training.config import TrainConfig
+from koa_core.training.loop import train
+from koa_core.training.loss import kl_loss
 
 TARGETS = {"qwk": (">=", 0.90), "auc_koa": (">=", 0.97), "accuracy": (">=", 0.80)}
 ECE_TARGET = 0.03

@@ -18,7 +18,8 @@ from koa_core.evaluation.evaluate import EvaluationOutcome, evaluate_version, tr
 from koa_core.evaluation.report import comparison_table
 from koa_core.registry.store import ModelRegistry, PromotionDecision, should_promote
 from koa_core.storage.evaluations import evaluation_row, write_evaluation
-from koa_core.training.loop import EpochStats, TrainConfig
+from koa_core.training.config import TrainConfig
+from koa_core.training.loop import EpochStats
 
 DEFAULT_DATASET = "kl"
 TEST_SPLIT = "test"

@@ -129,7 +129,7 @@ def train_command(
 ) -> None:
     """Train a KL-grading model, register it, evaluate it on val and test; optionally promote."""
     from koa_core.evaluation.evaluate import promote_if_better, train_and_register
-    from koa_core.training.loop import TrainConfig
+    from koa_core.training.config import TrainConfig
 
     given: dict[str, Any] = {
         "epochs": epochs,

@@ -24,7 +24,8 @@ from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset
 from koa_core.registry.store import ModelRegistry, ModelVersion, PromotionDecision
-from koa_core.training.loop import Progress, TrainConfig, train
+from koa_core.training.config import TrainConfig
+from koa_core.training.loop import Progress, train
 
 log = logging.getLogger(__name__)
 

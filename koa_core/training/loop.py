@@ -1,4 +1,4 @@
-"""Training loop for the KL-grading CNN: augmentation, class-balanced loss, checkpoint, resume.
+"""The training loop of the KL-grading CNN: epochs, best weights, checkpoint and exact resume.
 
 An output directory holds ``weights.pt`` (best state_dict by validation QWK),
 ``card.json`` (model card, hyper-parameters, data fingerprint, history) and
@@ -20,85 +20,28 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 
 from koa_core.data.datasets import KLDataset, Split, load_dataset
 from koa_core.errors import CorruptCheckpointError
-from koa_core.model.card import DEFAULT_DEPTH, DEFAULT_WIDTH, Architecture, ModelCard
+from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import load_torch, save_torch
 from koa_core.model.inference import autocast, autocast_dtype, predict_dataset, resolve_device
 from koa_core.model.network import KLNet, build_model, place
 from koa_core.schema import CARD_NAME, GRADES, WEIGHTS_NAME
 from koa_core.storage.files import atomic_write_bytes
+from koa_core.training.augment import augment_batch
+from koa_core.training.config import TrainConfig
+from koa_core.training.loss import class_weights, kl_loss
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-# Where and how fast a run executes, not what it learns: free to change on resume.
-RUNTIME_FIELDS = frozenset({"device", "threads", "cache_dir", "max_skipped_share"})
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (all JSON-serialisable, stored in the card).
-
-    ``loss="ordinal"`` adds ``ordinal_weight`` x |expected grade - true grade| to the
-    class-weighted cross-entropy, so confusing KL1 with KL4 costs more than with KL2,
-    while the five softmax outputs (and P(KL >= 2) from them) stay as they are.
-    """
-
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    loss: Literal["ce", "ordinal"] = "ordinal"
-    ordinal_weight: float = 0.5
-    patience: int = 5
-    seed: int = 0
-    input_size: int = 224
-    depth: tuple[int, ...] = DEFAULT_DEPTH
-    width: int = DEFAULT_WIDTH
-    drop_rate: float = 0.2
-    augment: bool = True
-    device: str = "auto"
-    amp: bool = True
-    threads: int | None = None
-    cache_dir: str | None = None
-    max_skipped_share: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.patience < 1:
-            raise ValueError("epochs and patience must be at least 1")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (BatchNorm)")
-        if self.loss not in ("ce", "ordinal"):
-            raise ValueError(f"loss must be 'ce' or 'ordinal', not {self.loss!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready hyper-parameters."""
-        data = asdict(self)
-        data["depth"] = list(self.depth)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The configuration ``to_dict`` wrote (e.g. ``card.json``'s hyper-parameters)."""
-        return cls(**{**data, "depth": tuple(data.get("depth", DEFAULT_DEPTH))})
-
-    def resume_key(self) -> dict[str, Any]:
-        """The settings a resumed run must share with its checkpoint (not where it runs)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
-
-    def card(self) -> ModelCard:
-        """The model card this configuration trains."""
-        arch = Architecture(depth=self.depth, width=self.width, drop_rate=self.drop_rate)
-        return ModelCard(input_size=self.input_size, architecture=arch)
 
 
 @dataclass(frozen=True)
@@ -145,58 +88,6 @@ class _State:
     best_epoch: int = 0
     bad_epochs: int = 0
     history: list[EpochStats] = field(default_factory=list)
-
-
-def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Anatomically plausible random variants of a [0, 1] batch (N, 1, H, W).
-
-    Rotation ±7°, scale ±10 %, shift ±6 %, gamma 0.8-1.25, contrast ±15 %, exposure
-    ±5 %, Gaussian noise up to σ 0.02. Never a flip: laterality is already canonical.
-    Random numbers come from ``generator`` (on the CPU) so runs repeat exactly.
-    """
-    n = images.shape[0]
-
-    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
-        values = torch.rand((n, *shape), generator=generator) * (high - low) + low
-        return values.to(images.device)
-
-    angle = uniform(-7.0, 7.0) * (math.pi / 180.0)
-    scale = uniform(0.9, 1.1)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], dim=1
-    )  # (N, 2, 2)
-    theta = torch.cat([theta, uniform(-0.06, 0.06, 2, 1)], dim=2)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
-    out = out.clamp(1e-6, 1.0) ** torch.exp(uniform(-0.223, 0.223, 1, 1, 1))
-    mean = out.mean(dim=(2, 3), keepdim=True)
-    out = (out - mean) * uniform(0.85, 1.15, 1, 1, 1) + mean + uniform(-0.05, 0.05, 1, 1, 1)
-    noise = torch.randn(images.shape, generator=generator).to(images.device)
-    out = out + noise * uniform(0.0, 0.02, 1, 1, 1)
-    return out.clamp(0.0, 1.0)
-
-
-def class_weights(labels: torch.Tensor, num_classes: int = 5) -> torch.Tensor:
-    """Inverse-frequency class weights, mean 1 over the classes present (imbalance)."""
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0)
-    return weights / weights[counts > 0].mean()
-
-
-def kl_loss(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, config: TrainConfig
-) -> torch.Tensor:
-    """Class-weighted cross-entropy, plus the expected-grade error for ``"ordinal"``."""
-    logits = logits.float()
-    loss = F.cross_entropy(logits, targets, weight=weights)
-    if config.loss == "ordinal":
-        grades = torch.arange(logits.shape[1], device=logits.device, dtype=torch.float32)
-        expected = (torch.softmax(logits, dim=1) * grades).sum(dim=1)
-        sample_weights = weights[targets]
-        error = (expected - targets.float()).abs() * sample_weights
-        loss = loss + config.ordinal_weight * error.sum() / sample_weights.sum()
-    return loss
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from koa_core.config import Settings
 from koa_core.phantom import write_kl_folders, write_nightly_batch
 from koa_core.registry.store import ModelRegistry, ModelVersion
-from koa_core.training.loop import TrainConfig
+from koa_core.training.config import TrainConfig
 
 DEMO_DICOMS = 40
 DEMO_PNGS = 6

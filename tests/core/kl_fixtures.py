@@ -10,7 +10,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from koa_core.training.loop import TrainConfig
+from koa_core.training.config import TrainConfig
 
 # A network small enough to train in seconds on 64 px knees; one thread, because tiny
 # tensors gain nothing from a second one and it would only contend with other tests.

@@ -13,14 +13,10 @@ from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.errors import CorruptCheckpointError
 from koa_core.model.card import read_card
 from koa_core.model.checkpoint import load_model, load_torch
-from koa_core.training.loop import (
-    EpochStats,
-    TrainConfig,
-    augment_batch,
-    class_weights,
-    kl_loss,
-    train,
-)
+from koa_core.training.augment import augment_batch
+from koa_core.training.config import TrainConfig
+from koa_core.training.loop import EpochStats, train
+from koa_core.training.loss import class_weights, kl_loss
 from tests.core.kl_fixtures import TINY_CONFIG as CONFIG
 from tests.core.kl_fixtures import write_image_folder
 

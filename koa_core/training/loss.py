@@ -1,0 +1,31 @@
+"""The grading loss: class-weighted cross-entropy with an optional ordinal term."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from koa_core.schema import NUM_CLASSES
+from koa_core.training.config import TrainConfig
+
+
+def class_weights(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Inverse-frequency class weights, mean 1 over the classes present (imbalance)."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0)
+    return weights / weights[counts > 0].mean()
+
+
+def kl_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
+    """Class-weighted cross-entropy, plus the expected-grade error for ``"ordinal"``."""
+    logits = logits.float()
+    loss = F.cross_entropy(logits, targets, weight=weights)
+    if config.loss == "ordinal":
+        grades = torch.arange(logits.shape[1], device=logits.device, dtype=torch.float32)
+        expected = (torch.softmax(logits, dim=1) * grades).sum(dim=1)
+        sample_weights = weights[targets]
+        error = (expected - targets.float()).abs() * sample_weights
+        loss = loss + config.ordinal_weight * error.sum() / sample_weights.sum()
+    return loss
