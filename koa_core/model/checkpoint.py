@@ -19,7 +19,7 @@ import torch
 
 from koa_core.errors import CorruptCheckpointError
 from koa_core.model.card import ModelCard
-from koa_core.model.network import KLNet, build_model, place
+from koa_core.model.network import GraderNet, build_model, place
 from koa_core.storage.files import atomic_write_bytes, bytes_sha256, file_sha256
 
 SIDECAR_SUFFIX = ".sha256"
@@ -74,7 +74,9 @@ def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
         raise CorruptCheckpointError(f"{path}: not a readable torch file: {error}") from error
 
 
-def load_model(weights_path: Path, card: ModelCard, device: str | torch.device = "cpu") -> KLNet:
+def load_model(
+    weights_path: Path, card: ModelCard, device: str | torch.device = "cpu"
+) -> GraderNet:
     """The network for ``card`` with the state_dict in ``weights_path``, in eval mode.
 
     Raises:

@@ -117,12 +117,66 @@ class KLNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(card: ModelCard) -> KLNet:
+class PlainNet(nn.Module):
+    """Stages of 3x3 convolution + BN + ReLU, each closed by a 2x2 max-pool; no stem.
+
+    Full resolution in the first stage keeps the thin joint space and small osteophytes
+    that a strided 7x7 stem blurs away. Same ``forward_features``/``forward_head`` split
+    as ``KLNet``: global average pooling, then one linear layer.
+
+    Args:
+        depth: convolutions per stage; stage ``i`` has ``width * 2**i`` channels.
+        width: channels of the first stage.
+        drop_rate: dropout on the pooled features during training.
+    """
+
+    def __init__(self, depth: tuple[int, ...], width: int, drop_rate: float = 0.2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 1
+        for index, convolutions in enumerate(depth):
+            out_channels = width * 2**index
+            for _ in range(convolutions):
+                layers += [
+                    nn.Conv2d(channels, out_channels, 3, 1, 1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = out_channels
+            layers.append(nn.MaxPool2d(2))
+        self.stages = nn.Sequential(*layers)
+        self.num_features = channels
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(channels, NUM_CLASSES)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled features, shape (N, ``num_features``)."""
+        features: torch.Tensor = self.stages(x)
+        return features.mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """KL 0-4 logits, shape (N, 5), from pooled features."""
+        logits: torch.Tensor = self.fc(self.dropout(features))
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+GraderNet = KLNet | PlainNet
+ARCHITECTURES: dict[str, type[KLNet] | type[PlainNet]] = {"resnet": KLNet, "plain": PlainNet}
+
+
+def build_model(card: ModelCard) -> GraderNet:
     """A freshly initialised network for ``card``'s architecture."""
     arch = card.architecture
-    if arch.name != "resnet":
-        raise ValueError(f"unknown architecture {arch.name!r}; koa builds 'resnet'")
-    return KLNet(depth=arch.depth, width=arch.width, drop_rate=arch.drop_rate)
+    if arch.name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch.name!r}; koa builds {sorted(ARCHITECTURES)}")
+    network: GraderNet = ARCHITECTURES[arch.name](arch.depth, arch.width, arch.drop_rate)
+    return network
 
 
 def kl_probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -18,12 +18,12 @@ from koa_core.model.card import ModelCard, read_card
 from koa_core.model.checkpoint import load_model
 from koa_core.model.fastpath import Forward, optimise_for_inference
 from koa_core.model.inference import predict_dataset, resolve_device
-from koa_core.model.network import KLNet
+from koa_core.model.network import GraderNet
 from koa_core.schema import CARD_NAME, PROBABILITY_COLUMNS, WEIGHTS_NAME, p_koa
 
 
 @lru_cache(maxsize=2)
-def loaded_model(model_dir: str, device: str) -> tuple[KLNet, ModelCard]:
+def loaded_model(model_dir: str, device: str) -> tuple[GraderNet, ModelCard]:
     """The model in ``model_dir`` (``weights.pt`` + ``card.json``) on ``device``, cached."""
     card = read_card(Path(model_dir) / CARD_NAME)
     model = load_model(Path(model_dir) / WEIGHTS_NAME, card, resolve_device(device))

@@ -29,6 +29,7 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     input_size: int = 224
+    architecture: str = "resnet"
     depth: tuple[int, ...] = DEFAULT_DEPTH
     width: int = DEFAULT_WIDTH
     drop_rate: float = 0.2
@@ -64,5 +65,5 @@ class TrainConfig:
 
     def card(self) -> ModelCard:
         """The model card this configuration trains."""
-        arch = Architecture(depth=self.depth, width=self.width, drop_rate=self.drop_rate)
+        arch = Architecture(self.architecture, self.depth, self.width, self.drop_rate)
         return ModelCard(input_size=self.input_size, architecture=arch)

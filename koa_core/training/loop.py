@@ -31,7 +31,7 @@ from koa_core.errors import CorruptCheckpointError
 from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import load_torch, save_torch
 from koa_core.model.inference import autocast, autocast_dtype, predict_dataset, resolve_device
-from koa_core.model.network import KLNet, build_model, place
+from koa_core.model.network import GraderNet, build_model, place
 from koa_core.schema import CARD_NAME, GRADES, WEIGHTS_NAME
 from koa_core.storage.files import atomic_write_bytes
 from koa_core.training.augment import augment_batch
@@ -107,7 +107,7 @@ class _Run:
         self.device = device
         self.card = config.card()
         torch.manual_seed(config.seed)
-        self.model: KLNet = place(build_model(self.card), device)
+        self.model: GraderNet = place(build_model(self.card), device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
