@@ -29,7 +29,7 @@ from koa_core.pipeline import ledger
 from koa_core.pipeline.manifest import build_manifest, with_sha256
 from koa_core.pipeline.prepare import prepare_chunk
 from koa_core.pipeline.score import score_chunk
-from koa_core.registry.store import ModelRegistry
+from koa_core.registry import ModelRegistry
 from koa_core.sources.pull import BatchListing, cleanup_staging, pull_batch, staging_dir_for
 from koa_core.storage import results
 
