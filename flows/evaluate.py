@@ -11,24 +11,23 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from flows.retrain import (
-    TEST_SPLIT,
-    default_data,
-    evaluate_on_test,
-    evaluation_id,
-    plots_markdown,
-    record_evaluation,
-)
+from flows.model_reports import default_data, evaluation_id, plots_markdown, record_evaluation
 from koa_core.config import get_settings
 from koa_core.errors import DatasetError
 from koa_core.evaluation.drift import DriftReport, DriftThresholds, drift_markdown, load_reference
 from koa_core.evaluation.drift import window_reports as drift_window_reports
-from koa_core.evaluation.evaluate import EvaluationOutcome
+from koa_core.evaluation.evaluate import TEST_SPLIT, EvaluationOutcome, evaluate_version
 from koa_core.evaluation.report import HEADLINES
-from koa_core.registry.store import ModelRegistry, ModelVersion
-from koa_core.storage.evaluations import evaluation_row
+from koa_core.evaluation.rows import evaluation_row
+from koa_core.registry import ModelRegistry, ModelVersion
 
 DRIFT_EVENT = "koa.drift.detected"
+
+
+@task
+def evaluate_on_test(version: str, data: str, out_dir: str) -> EvaluationOutcome:
+    """Evaluate one version on the dataset's test split; the report goes to ``out_dir``."""
+    return evaluate_version(version, Path(data), TEST_SPLIT, out_dir=Path(out_dir))
 
 
 @task

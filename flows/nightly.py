@@ -29,7 +29,7 @@ from koa_core.pipeline import ledger
 from koa_core.pipeline.manifest import build_manifest, with_sha256
 from koa_core.pipeline.prepare import prepare_chunk
 from koa_core.pipeline.score import score_chunk
-from koa_core.registry.store import ModelRegistry
+from koa_core.registry import ModelRegistry
 from koa_core.sources.listing import BatchListing
 from koa_core.sources.pull import pull_batch
 from koa_core.sources.staging import cleanup_staging, staging_dir_for

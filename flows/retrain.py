@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from uuid import uuid4
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
-from koa_core.config import Settings, get_settings
-from koa_core.evaluation.evaluate import EvaluationOutcome, evaluate_version, train_and_register
+from flows.model_reports import default_data, evaluation_id, plots_markdown, record_evaluation
+from koa_core.config import get_settings
+from koa_core.evaluation.evaluate import TEST_SPLIT, EvaluationOutcome
 from koa_core.evaluation.report import comparison_table
-from koa_core.registry.store import ModelRegistry, PromotionDecision, should_promote
-from koa_core.storage.evaluations import evaluation_row, write_evaluation
+from koa_core.evaluation.rows import evaluation_row
 from koa_core.training.config import TrainConfig
 from koa_core.training.loop import EpochStats
-
-DEFAULT_DATASET = "kl"
-TEST_SPLIT = "test"
-PLOTS = (
-    ("Confusion matrix", "confusion_png"),
-    ("ROC curves", "roc_png"),
-    ("Reliability", "reliability_png"),
-)
-
-
-def default_data(settings: Settings) -> Path:
-    """The labelled dataset the flows use when none is given: ``$KOA_HOME/datasets/kl``."""
-    return settings.datasets_dir / DEFAULT_DATASET
-
-
-def evaluation_id() -> str:
-    """The flow run's id (so a table row leads to its run in the UI), else a fresh UUID."""
-    return str(flow_run.get_id() or uuid4())
+from koa_core.workflows import challenger as workflow
 
 
 def training_config(**values: Any) -> TrainConfig:
@@ -46,8 +25,11 @@ def training_config(**values: Any) -> TrainConfig:
 
 
 @task
-def train_challenger(config: dict[str, Any], data: str) -> str:
-    """Train and register a challenger; returns its version id (never promotes)."""
+def train_challenger(config: dict[str, Any], data: str) -> EvaluationOutcome:
+    """Train, register and evaluate a challenger on val and test; returns its test evaluation.
+
+    Never promotes: ``decide_promotion`` does, on this evaluation.
+    """
     logger = get_run_logger()
 
     def log_epoch(stats: EpochStats) -> None:
@@ -60,77 +42,36 @@ def train_challenger(config: dict[str, Any], data: str) -> str:
             stats.val_qwk,
         )
 
-    version = train_and_register(TrainConfig.from_dict(config), Path(data), progress=log_epoch)
-    return version.version
+    trained = workflow.train_challenger(
+        TrainConfig.from_dict(config), Path(data), progress=log_epoch
+    )
+    return trained.tested()
 
 
 @task
-def evaluate_on_test(version: str, data: str, out_dir: str) -> EvaluationOutcome:
-    """Evaluate one version on the dataset's test split; the report goes to ``out_dir``."""
-    return evaluate_version(version, Path(data), TEST_SPLIT, out_dir=Path(out_dir))
+def decide_promotion(
+    challenger: EvaluationOutcome, data: str, promote: bool
+) -> workflow.PromotionOutcome:
+    """The champion's test metrics on the same dataset (re-evaluated only if needed), the rule.
+
+    With ``promote=False`` the rule's verdict is reported and nothing moves or is logged.
+    """
+    return workflow.promote_challenger(challenger, Path(data), apply=promote)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
-def record_evaluation(evaluation: str, rows: list[dict[str, Any]], results_dir: str) -> str:
-    """Write the evaluation's rows to the ``evaluations`` table (retried: disk hiccups pass)."""
-    return str(write_evaluation(evaluation, rows, Path(results_dir)))
-
-
-def png_data_uri(path: Path) -> str:
-    """A PNG as a ``data:`` URI: the Prefect 3.9 UI renders these inside Markdown artifacts."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def plots_markdown(outcomes: Sequence[tuple[str, EvaluationOutcome]]) -> str:
-    """A Markdown table of the report plots, one column per (label, outcome)."""
-    header = "| Plot | " + " | ".join(label for label, _ in outcomes) + " |"
-    lines = [header, "|---|" + "---|" * len(outcomes)]
-    for caption, field in PLOTS:
-        cells = [
-            f"![{caption} {label}]({png_data_uri(getattr(outcome.report, field))})"
-            for label, outcome in outcomes
-        ]
-        lines.append(f"| {caption} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _decide(
-    promote: bool,
-    challenger: str,
-    champion: EvaluationOutcome | None,
-    candidate: EvaluationOutcome,
-) -> PromotionDecision:
-    champion_metrics = None if champion is None else champion.recorded_metrics()
-    if promote:
-        return ModelRegistry().promote(challenger, champion_metrics, candidate.recorded_metrics())
-    settings = get_settings()
-    rule = should_promote(
-        champion_metrics,
-        candidate.recorded_metrics(),
-        settings.promotion_min_qwk_gain,
-        settings.promotion_max_auc_loss,
-    )
-    return PromotionDecision(False, f"promotion disabled (promote=False); the rule: {rule.reason}")
-
-
-def _markdown(
-    evaluation: str,
-    data: Path,
-    outcomes: dict[str, EvaluationOutcome],
-    decision: PromotionDecision,
-) -> str:
-    challenger = outcomes["challenger"]
-    champion = outcomes.get("champion")
-    verdict = "promoted" if decision.promote else "not promoted"
+def _markdown(evaluation: str, data: Path, outcome: workflow.PromotionOutcome) -> str:
+    challenger, champion, record = outcome.challenger, outcome.champion, outcome.record
+    verdict = "promoted" if record.promoted else "not promoted"
+    labelled = [(f"{role} {o.version}", o) for role, o in _roles(outcome).items()]
     return "\n".join(
         [
             f"# Retrain: challenger {challenger.version} {verdict}",
             "",
-            f"**Decision:** {decision.reason}",
+            f"**Decision:** {record.reason}",
             "",
             f"Test set: `{data}` split `{TEST_SPLIT}`, {challenger.metrics.n_samples} images, "
             f"data fingerprint `{challenger.dataset_fingerprint[:12]}`; "
-            f"champion: {champion.version if champion else 'none'}; evaluation `{evaluation}`.",
+            f"champion: {record.champion or 'none'}; evaluation `{evaluation}`.",
             "",
             comparison_table(
                 {} if champion is None else champion.metrics.to_dict(),
@@ -138,9 +79,29 @@ def _markdown(
             ),
             "## Plots",
             "",
-            plots_markdown([(f"{role} {o.version}", o) for role, o in outcomes.items()]),
+            plots_markdown(labelled),
         ]
     )
+
+
+def _roles(outcome: workflow.PromotionOutcome) -> dict[str, EvaluationOutcome]:
+    roles = {} if outcome.champion is None else {"champion": outcome.champion}
+    return {**roles, "challenger": outcome.challenger}
+
+
+def _rows(evaluation: str, outcome: workflow.PromotionOutcome) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [
+        evaluation_row(
+            tested,
+            evaluation_id=evaluation,
+            evaluated_at=now,
+            role=role,
+            promoted=outcome.promoted and role == "challenger",
+            reason=outcome.record.reason,
+        )
+        for role, tested in _roles(outcome).items()
+    ]
 
 
 @flow(name="retrain")
@@ -155,12 +116,15 @@ def retrain(
     depth: list[int] | None = None,
     batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Train a challenger and promote it only if it beats the champion on the same test set.
+    """Train a challenger and promote it only if the promotion rule says so.
 
-    Both models are evaluated on the ``test`` split of ``data``; the registry's rule
-    (``koa_core.registry.store.should_promote``) decides. Every model's metrics go to the
-    ``evaluations`` Parquet table under ``$KOA_HOME/results/evaluations``; a Markdown
-    artifact shows the metrics side by side, the decision and the plots.
+    The challenger is evaluated once on the ``test`` split of ``data``; the champion's
+    recorded test metrics are reused when they come from the same dataset, else it is
+    evaluated now. The registry's rule (``koa_core.registry.policy.should_promote``: a
+    quality floor, then a QWK gain without an AUC loss) decides and the decision is logged
+    in ``promotions.jsonl``. Every model's metrics go to the ``evaluations`` Parquet table
+    under ``$KOA_HOME/results/evaluations``; a Markdown artifact shows the metrics side by
+    side, the decision and the plots.
 
     Args:
         data: Labelled dataset folder (default ``$KOA_HOME/datasets/kl``).
@@ -174,7 +138,6 @@ def retrain(
         batch_size: Training batch size (default ``TrainConfig``'s).
     """
     settings = get_settings()
-    logger = get_run_logger()
     root = Path(data) if data else default_data(settings)
     evaluation = evaluation_id()
     config = training_config(
@@ -186,43 +149,23 @@ def retrain(
         depth=tuple(depth) if depth else None,
         batch_size=batch_size,
     )
-    current = ModelRegistry().champion()
-    challenger = train_challenger(config.to_dict(), str(root))
-    reports = settings.home / "evaluations" / evaluation
-    outcomes: dict[str, EvaluationOutcome] = {}
-    if current is not None:
-        outcomes["champion"] = evaluate_on_test(
-            current.version, str(root), str(reports / f"champion-{current.version}")
-        )
-    outcomes["challenger"] = evaluate_on_test(
-        challenger, str(root), str(reports / f"challenger-{challenger}")
-    )
-    decision = _decide(promote, challenger, outcomes.get("champion"), outcomes["challenger"])
-    logger.info("challenger %s: %s", challenger, decision.reason)
-    now = datetime.now(UTC)
-    rows = [
-        evaluation_row(
-            outcome,
-            evaluation_id=evaluation,
-            evaluated_at=now,
-            role=role,
-            promoted=decision.promote and role == "challenger",
-            reason=decision.reason,
-        )
-        for role, outcome in outcomes.items()
-    ]
-    table = record_evaluation(evaluation, rows, str(settings.results_dir))
+    tested = train_challenger(config.to_dict(), str(root))
+    outcome = decide_promotion(tested, str(root), promote)
+    record = outcome.record
+    get_run_logger().info("challenger %s: %s", record.challenger, record.reason)
+    table = record_evaluation(evaluation, _rows(evaluation, outcome), str(settings.results_dir))
     create_markdown_artifact(
-        _markdown(evaluation, root, outcomes, decision),
+        _markdown(evaluation, root, outcome),
         key="retrain-comparison",
-        description=f"Champion vs challenger {challenger} on {root.name}/{TEST_SPLIT}",
+        description=f"Champion vs challenger {record.challenger} on {root.name}/{TEST_SPLIT}",
     )
     return {
         "evaluation_id": evaluation,
-        "champion": current.version if current else None,
-        "challenger": challenger,
-        "promoted": decision.promote,
-        "reason": decision.reason,
-        "metrics": {role: o.metrics.to_dict() for role, o in outcomes.items()},
+        "champion": record.champion,
+        "challenger": record.challenger,
+        "promoted": record.promoted,
+        "reason": record.reason,
+        "decision": record.to_dict(),
+        "metrics": {role: o.metrics.to_dict() for role, o in _roles(outcome).items()},
         "evaluations_file": table,
     }

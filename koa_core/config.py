@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     # Training / promotion
     promotion_min_qwk_gain: float = 0.005
     promotion_max_auc_loss: float = 0.005
+    # The quality floor: below this test QWK the rule never makes a model champion (only a
+    # forced promotion can). 0.6 is where agreement turns "substantial" (Landis & Koch) and
+    # sits at the low end of the QWK two radiologists reach on KL grades; a grader that agrees
+    # less with the labels than a second reader would must not serve, however it compares with
+    # the champion (the first model has no champion to beat at all).
+    promotion_min_qwk: float = Field(
+        default=0.6, ge=-1.0, le=1.0, description="Least test QWK a model needs to be champion."
+    )
     seed: int = 0
 
     # Scheduling: the zone the cron schedules in prefect.yaml run in (`koa serve` deploys them).

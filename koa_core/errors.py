@@ -88,6 +88,10 @@ class CorruptCheckpointError(KoaError):
     """A checkpoint or weights file that fails its integrity check."""
 
 
+class BelowQualityFloorError(KoaError):
+    """A model the promotion rule refused as champion: its test QWK is under the floor."""
+
+
 class BatchFailedError(KoaError):
     """A nightly batch that must fail loudly (no files, or too much quarantined)."""
 

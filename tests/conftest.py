@@ -48,3 +48,12 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ) as cluster,
     ):
         yield cluster.scheduler_address
+
+
+@pytest.fixture
+def no_quality_floor(koa_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift the promotion rule's quality floor: tiny test models grade far below it."""
+    from koa_core.config import get_settings
+
+    monkeypatch.setenv("KOA_PROMOTION_MIN_QWK", "-1")
+    get_settings.cache_clear()

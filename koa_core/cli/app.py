@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from koa_core.cli.models import evaluate_command, models_app, train_command
+from koa_core.cli.models import clear_errors, evaluate_command, models_app, train_command
 
 app = typer.Typer(help="koa: nightly knee-osteoarthritis (KL grade) scoring of knee radiographs.")
 console = Console(stderr=True)
@@ -168,7 +168,8 @@ def demo() -> None:
     settings = get_settings()
     day = _yesterday()
     ensure_demo_batch(settings, day, console.print)
-    ensure_champion(settings, console.print)
+    with clear_errors():
+        ensure_champion(settings, console.print)
     summary = run_nightly_with_progress(day, None, "champion", console)
     _print_summary(summary)
     scores = (settings.results_dir / "scores").resolve()

@@ -22,8 +22,8 @@ from rich.table import Table
 from koa_core.errors import KoaError
 
 if TYPE_CHECKING:
-    from koa_core.evaluation.evaluate import PromotionOutcome
     from koa_core.training.loop import EpochStats
+    from koa_core.workflows.challenger import PromotionOutcome
 
 # Exit status for a named koa error (unusable dataset, unknown model, corrupt weights).
 ERROR_EXIT = 2
@@ -64,12 +64,17 @@ def metrics_table(metrics: Mapping[str, Any], title: str) -> Table:
 def _print_decision(outcome: PromotionOutcome) -> None:
     from koa_core.evaluation.report import comparison_table
 
-    if outcome.champion_metrics is not None and outcome.champion != outcome.challenger:
-        out.print(comparison_table(outcome.champion_metrics, outcome.challenger_metrics))
-    verdict = "[green]promoted[/]" if outcome.decision.promote else "[yellow]not promoted[/]"
+    record = outcome.record
+    if outcome.champion is not None:
+        out.print(
+            comparison_table(
+                outcome.champion.metrics.to_dict(), outcome.challenger.metrics.to_dict()
+            )
+        )
+    verdict = "[green]promoted[/]" if record.promoted else "[yellow]not promoted[/]"
     out.print(
-        f"{outcome.challenger}: {verdict} (champion was {outcome.champion or 'none'}):"
-        f" {outcome.decision.reason}",
+        f"{record.challenger}: {verdict} (champion was {record.champion or 'none'}):"
+        f" {record.reason}",
         soft_wrap=True,
     )
 
@@ -128,8 +133,8 @@ def train_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Training directory.")] = None,
 ) -> None:
     """Train a KL-grading model, register it, evaluate it on val and test; optionally promote."""
-    from koa_core.evaluation.evaluate import promote_if_better, train_and_register
     from koa_core.training.config import TrainConfig
+    from koa_core.workflows.challenger import promote_challenger, train_challenger
 
     given: dict[str, Any] = {
         "epochs": epochs,
@@ -148,7 +153,7 @@ def train_command(
         raise typer.BadParameter(str(error)) from error
     with clear_errors():
         with _progress_bar() as progress:
-            version = train_and_register(
+            challenger = train_challenger(
                 config,
                 data,
                 labels=labels,
@@ -157,16 +162,18 @@ def train_command(
                 resume=resume,
                 load_progress=_load_progress(progress),
             )
+        version = challenger.version
         document = version.document
         out.print(
             f"registered model version [bold]{version.version}[/]: best val QWK"
-            f" {document.get('best_val_qwk', float('nan')):.4f} at epoch"
+            f" {challenger.best_val_qwk:.4f} at epoch"
             f" {document.get('best_epoch')} of {len(document.get('history', []))}"
         )
         for split, metrics in version.metrics.items():
             out.print(metrics_table(metrics, f"{version.version} on {split}"))
         if promote:
-            _print_decision(promote_if_better(version, data, labels=labels, device=device))
+            outcome = promote_challenger(challenger.tested(), data, labels=labels, device=device)
+            _print_decision(outcome)
 
 
 def evaluate_command(
@@ -193,7 +200,7 @@ def evaluate_command(
 @models_app.command("list")
 def list_models() -> None:
     """Every registered version: creation time, test QWK and AUC(KL>=2), the champion marked."""
-    from koa_core.registry.store import ModelRegistry
+    from koa_core.registry import ModelRegistry
 
     with clear_errors():
         registry = ModelRegistry()
@@ -222,12 +229,12 @@ def list_models() -> None:
 def show_model(
     ref: Annotated[str, typer.Argument(help="Version id, champion, latest or a directory.")],
 ) -> None:
-    """The version's card.json: model card, provenance, hyper-parameters and metrics."""
-    from koa_core.registry.store import ModelRegistry
+    """The version's card.json, its ``metrics`` overlaid by those recorded since registration."""
+    from koa_core.registry import ModelRegistry
 
     with clear_errors():
         version = ModelRegistry().get(ref)
-    out.print_json(json.dumps(dict(version.document)))
+    out.print_json(json.dumps({**version.document, "metrics": version.metrics}))
 
 
 @models_app.command("promote")
@@ -240,9 +247,9 @@ def promote_model(
     force: Annotated[bool, typer.Option(help="Make it champion without the rule.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Promote a version if it beats the champion on the same test set (or ``--force`` it)."""
-    from koa_core.evaluation.evaluate import promote_if_better
-    from koa_core.registry.store import ModelRegistry
+    """Promote a version by the rule (quality floor, beats the champion), or ``--force`` it."""
+    from koa_core.registry import ModelRegistry
+    from koa_core.workflows.challenger import promote_if_better
 
     with clear_errors():
         if force:

@@ -1,10 +1,9 @@
-"""Evaluate registered models on a labelled dataset, and train-then-register a challenger."""
+"""Evaluate registered models on a labelled dataset: metrics, calibration, report."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +14,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from koa_core.config import get_settings
 from koa_core.data.datasets import KLDataset, LoadProgress, Split, load_dataset
-from koa_core.data.labels import dataset_fingerprint, discover
 from koa_core.errors import DatasetError
 from koa_core.evaluation.calibration import apply_temperature, fit_temperature
 from koa_core.evaluation.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
@@ -23,15 +21,16 @@ from koa_core.evaluation.report import ReportPaths, write_evaluation_report
 from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset
-from koa_core.registry.store import ModelRegistry, ModelVersion, PromotionDecision
-from koa_core.training.config import TrainConfig
-from koa_core.training.loop import Progress, train
+from koa_core.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
 VALIDATION_SPLIT = "val"
-# The registry keeps metrics under these names (``card.json``'s "metrics" entry).
+TEST_SPLIT = "test"
+# The registry keeps metrics under these names (``ModelVersion.metrics``).
 REGISTRY_SPLIT_NAMES = {"val": "validation"}
+# What ``recorded_metrics`` adds to ``EvaluationMetrics.to_dict()``.
+PROVENANCE_KEYS = ("temperature", "dataset_fingerprint", "report")
 # log(0) would make a logit of -inf; the floor is far below any softmax output in float32.
 LOG_FLOOR = 1e-12
 INFERENCE_BATCH = 64
@@ -66,6 +65,28 @@ class EvaluationOutcome:
             "dataset_fingerprint": self.dataset_fingerprint,
             "report": str(self.report.report_md),
         }
+
+    @classmethod
+    def from_recorded(
+        cls, version: str, split: str, recorded: Mapping[str, Any]
+    ) -> EvaluationOutcome:
+        """The outcome whose ``recorded_metrics()`` the registry holds (no re-evaluation).
+
+        Raises:
+            KeyError: ``recorded`` lacks a field of a ``recorded_metrics()`` record.
+            TypeError: ``recorded`` holds fields no such record has.
+        """
+        metrics = {key: value for key, value in recorded.items() if key not in PROVENANCE_KEYS}
+        out_dir = Path(recorded["report"]).parent
+        return cls(
+            version,
+            split,
+            EvaluationMetrics.from_dict(metrics),
+            recorded["temperature"],
+            out_dir,
+            ReportPaths.in_dir(out_dir),
+            str(recorded["dataset_fingerprint"]),
+        )
 
 
 def logits_from_probabilities(probs: ArrayLike) -> NDArray[np.float64]:
@@ -158,7 +179,7 @@ def _default_out_dir(version: str, split: str) -> Path:
 def evaluate_version(
     version: ModelVersion | str | Path,
     data: Path | KLDataset,
-    split: str = "test",
+    split: str = TEST_SPLIT,
     *,
     labels: Path | None = None,
     out_dir: Path | None = None,
@@ -228,134 +249,3 @@ def evaluate_version(
             found, REGISTRY_SPLIT_NAMES.get(split, split), outcome.recorded_metrics()
         )
     return outcome
-
-
-def training_dir(config: TrainConfig, dataset: KLDataset) -> Path:
-    """A run directory fixed by the data and hyper-parameters, so ``resume`` finds it again."""
-    key = json.dumps(config.resume_key(), sort_keys=True).encode()
-    name = f"{dataset.fingerprint[:12]}-{hashlib.sha256(key).hexdigest()[:8]}"
-    return get_settings().runs_dir / "training" / name
-
-
-def train_and_register(
-    config: TrainConfig,
-    data: Path | KLDataset,
-    *,
-    labels: Path | None = None,
-    out_dir: Path | None = None,
-    progress: Progress | None = None,
-    resume: bool = False,
-    registry: ModelRegistry | None = None,
-    load_progress: LoadProgress | None = None,
-) -> ModelVersion:
-    """Train on ``data``, register the result, evaluate it on val and test; never promote.
-
-    The returned version carries the ``validation`` and ``test`` metrics (with the paths
-    of their reports); its card holds the hyper-parameters and the data fingerprint.
-
-    Args:
-        config: hyper-parameters (stored with the version).
-        data: a dataset folder or an already loaded dataset at ``config.input_size``.
-        labels: an explicit labels table for ``data``.
-        out_dir: the training directory (default under ``$KOA_HOME/runs/training``).
-        progress: called after every epoch.
-        resume: continue from ``out_dir``'s checkpoint when there is one.
-        registry: default ``ModelRegistry()``.
-        load_progress: called while images are preprocessed.
-
-    Raises:
-        DatasetError: the dataset cannot be used.
-        CorruptCheckpointError: ``resume`` found a damaged or mismatched checkpoint.
-    """
-    registry = registry or ModelRegistry()
-    dataset = load_for_card(data, config.card(), labels, load_progress)
-    run_dir = out_dir or training_dir(config, dataset)
-    result = train(config, dataset, run_dir, resume=resume, progress=progress)
-    version = registry.register(run_dir, hyperparameters=config.to_dict())
-    for split in (VALIDATION_SPLIT, "test"):
-        if split in dataset.splits:
-            evaluate_version(version, dataset, split, device=config.device, registry=registry)
-    log.info("registered %s (best val QWK %.4f)", version.version, result.best_val_qwk)
-    return registry.get(version.version)
-
-
-@dataclass(frozen=True)
-class PromotionOutcome:
-    """A promotion decision and the test metrics it compared (champion ``None`` if absent)."""
-
-    decision: PromotionDecision
-    challenger: str
-    champion: str | None
-    challenger_metrics: dict[str, Any]
-    champion_metrics: dict[str, Any] | None
-
-
-def _test_metrics(
-    version: ModelVersion,
-    data: Path | KLDataset | None,
-    fingerprint: str | None,
-    *,
-    labels: Path | None,
-    device: str,
-    registry: ModelRegistry,
-) -> dict[str, Any]:
-    """Test metrics of ``version`` on the dataset ``fingerprint`` names: recorded, else measured."""
-    recorded = dict(version.metrics.get("test", {}))
-    if recorded and fingerprint is not None and recorded.get("dataset_fingerprint") == fingerprint:
-        return recorded
-    if data is None:
-        raise DatasetError(
-            f"model {version.version} has no test metrics on the same test set as the"
-            " other model; give the dataset to evaluate both on (--data)"
-        )
-    outcome = evaluate_version(
-        version, data, "test", labels=labels, device=device, registry=registry
-    )
-    return outcome.recorded_metrics()
-
-
-def promote_if_better(
-    challenger: ModelVersion | str | Path,
-    data: Path | KLDataset | None = None,
-    *,
-    labels: Path | None = None,
-    device: str = "auto",
-    registry: ModelRegistry | None = None,
-) -> PromotionOutcome:
-    """Apply the registry's promotion rule to ``challenger`` against the current champion.
-
-    Both models are compared on the test split of ``data`` (metrics already recorded on
-    that same dataset are reused, others are measured now). Without ``data`` the recorded
-    test metrics are used, and must come from the same dataset.
-
-    Raises:
-        DatasetError: no common test set to compare on, or ``data`` has no test split.
-        ModelNotFoundError: ``challenger`` names no registered model.
-        CorruptCheckpointError: a model's weights fail their checksum.
-    """
-    registry = registry or ModelRegistry()
-    found = challenger if isinstance(challenger, ModelVersion) else registry.get(challenger)
-    fingerprint = _fingerprint_of(data, labels)
-    if fingerprint is None:
-        fingerprint = found.metrics.get("test", {}).get("dataset_fingerprint")
-    options: dict[str, Any] = {"labels": labels, "device": device, "registry": registry}
-    new = _test_metrics(found, data, fingerprint, **options)
-    fingerprint = new.get("dataset_fingerprint", fingerprint)
-    champion = registry.champion()
-    old = None
-    if champion is not None:
-        # The registry answers "already the champion" itself; it still wants metrics.
-        same = champion.version == found.version
-        old = new if same else _test_metrics(champion, data, fingerprint, **options)
-    decision = registry.promote(found, old, new)
-    return PromotionOutcome(
-        decision, found.version, None if champion is None else champion.version, new, old
-    )
-
-
-def _fingerprint_of(data: Path | KLDataset | None, labels: Path | None) -> str | None:
-    if isinstance(data, KLDataset):
-        return data.fingerprint
-    if data is None:
-        return None
-    return dataset_fingerprint(discover(data, labels))

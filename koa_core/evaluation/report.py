@@ -61,6 +61,17 @@ class ReportPaths:
     roc_png: Path
     reliability_png: Path
 
+    @classmethod
+    def in_dir(cls, out_dir: Path) -> ReportPaths:
+        """Where ``write_evaluation_report`` puts each file in ``out_dir``."""
+        return cls(
+            metrics_json=out_dir / "metrics.json",
+            report_md=out_dir / "report.md",
+            confusion_png=out_dir / "confusion_matrix.png",
+            roc_png=out_dir / "roc.png",
+            reliability_png=out_dir / "reliability.png",
+        )
+
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
@@ -239,13 +250,7 @@ def write_evaluation_report(
         calibrated_probs: the same after temperature scaling, for the reliability plot.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(
-        metrics_json=out_dir / "metrics.json",
-        report_md=out_dir / "report.md",
-        confusion_png=out_dir / "confusion_matrix.png",
-        roc_png=out_dir / "roc.png",
-        reliability_png=out_dir / "reliability.png",
-    )
+    paths = ReportPaths.in_dir(out_dir)
     labels = np.asarray(y_true).astype(np.int64)
     p = np.asarray(probs, dtype=np.float64)
     calibrated = (

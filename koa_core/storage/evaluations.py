@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from koa_core.errors import OutputWriteError
-from koa_core.evaluation.evaluate import EvaluationOutcome
 from koa_core.storage.files import atomic_write_bytes
 from koa_core.storage.results import Column, SchemaMismatchError
 
@@ -66,48 +64,6 @@ def evaluations_schema() -> pa.Schema:
         pa.field(c.name, c.type, nullable=c.nullable, metadata={"description": c.description})
         for c in EVALUATIONS_COLUMNS
     )
-
-
-def _interval(interval: Any, end: int) -> float | None:
-    return None if interval is None else float(interval[end])
-
-
-def evaluation_row(
-    outcome: EvaluationOutcome,
-    *,
-    evaluation_id: str,
-    evaluated_at: datetime,
-    role: str,
-    promoted: bool,
-    reason: str,
-) -> dict[str, Any]:
-    """One row of the table from an ``evaluate_version`` outcome."""
-    metrics = outcome.metrics
-    return {
-        "evaluation_id": evaluation_id,
-        "evaluated_at": evaluated_at,
-        "model_version": outcome.version,
-        "role": role,
-        "data_fingerprint": outcome.dataset_fingerprint,
-        "split": outcome.split,
-        "n": metrics.n_samples,
-        "qwk": metrics.qwk,
-        "qwk_ci_low": _interval(metrics.qwk_ci, 0),
-        "qwk_ci_high": _interval(metrics.qwk_ci, 1),
-        "auc_koa": metrics.auc_koa,
-        "auc_koa_ci_low": _interval(metrics.auc_koa_ci, 0),
-        "auc_koa_ci_high": _interval(metrics.auc_koa_ci, 1),
-        "accuracy": metrics.accuracy,
-        "balanced_accuracy": metrics.balanced_accuracy,
-        "macro_f1": metrics.macro_f1,
-        "mae": metrics.mae,
-        "ece": metrics.ece,
-        "ece_calibrated": metrics.ece_calibrated,
-        "temperature": outcome.temperature,
-        "promoted": promoted,
-        "decision_reason": reason,
-        "report_dir": str(outcome.out_dir),
-    }
 
 
 def build_evaluations_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:

@@ -7,8 +7,9 @@ from datetime import date
 from pathlib import Path
 
 from koa_core.config import Settings
+from koa_core.errors import BelowQualityFloorError
 from koa_core.phantom import write_kl_folders, write_nightly_batch
-from koa_core.registry.store import ModelRegistry, ModelVersion
+from koa_core.registry import ModelRegistry, ModelVersion, PromotionPolicy
 from koa_core.training.config import TrainConfig
 
 DEMO_DICOMS = 40
@@ -48,8 +49,13 @@ def demo_dataset(settings: Settings, say: Progress) -> Path:
 
 
 def ensure_champion(settings: Settings, say: Progress) -> ModelVersion:
-    """The champion model, training and promoting a small one first if there is none."""
-    from koa_core.evaluation.evaluate import train_and_register
+    """The champion model, training a small one and promoting it by the rule if there is none.
+
+    Raises:
+        BelowQualityFloorError: the model trained is under the promotion rule's quality
+            floor (``KOA_PROMOTION_MIN_QWK``), so it was registered but is not champion.
+    """
+    from koa_core.workflows.challenger import promote_challenger, train_challenger
 
     registry = ModelRegistry(settings.models_dir)
     champion = registry.champion()
@@ -58,7 +64,13 @@ def ensure_champion(settings: Settings, say: Progress) -> ModelVersion:
         return champion
     data = demo_dataset(settings, say)
     say(f"no champion model yet: training a small one ({DEMO_TRAINING.epochs} epochs)")
-    version = train_and_register(DEMO_TRAINING, data, registry=registry)
-    registry.set_champion(version)
-    say(f"trained and promoted {version.version}")
-    return version
+    challenger = train_challenger(DEMO_TRAINING, data, registry=registry)
+    policy = PromotionPolicy.from_settings(settings)
+    outcome = promote_challenger(challenger.tested(), data, registry=registry, policy=policy)
+    if outcome.record.below_floor:
+        raise BelowQualityFloorError(
+            f"demo model {challenger.version.version} is not champion: {outcome.record.reason};"
+            f" train longer, e.g. koa train --data {data} --epochs 30 --promote"
+        )
+    say(f"trained {challenger.version.version}: {outcome.record.reason}")
+    return registry.get("champion")

@@ -1,15 +1,19 @@
-"""Small labelled knee-like datasets on disk for the model, dataset and training tests."""
+"""Small labelled knee-like datasets on disk, and a useless model, for the model tests."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import torch
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from koa_core.model.checkpoint import save_torch
+from koa_core.model.network import build_model
 from koa_core.training.config import TrainConfig
 
 # A network small enough to train in seconds on 64 px knees; one thread, because tiny
@@ -78,3 +82,15 @@ def write_dicom(path: Path, pixels: np.ndarray, patient_id: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return str(ds.SOPInstanceUID)
+
+
+def constant_model(directory: Path, grade: int = 0) -> Path:
+    """Weights that always answer ``grade``: a deliberately useless challenger."""
+    card = TINY_CONFIG.card()
+    model = build_model(card)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(grade), 5) * 10.0)
+    save_torch(model.state_dict(), directory / "weights.pt")
+    (directory / "card.json").write_text(json.dumps({"card": card.to_dict()}))
+    return directory

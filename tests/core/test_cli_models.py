@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from koa_core.cli.app import app
-from koa_core.registry.store import ModelRegistry
-from tests.core.kl_fixtures import knee_like
-from tests.core.test_evaluation import constant_model
+from koa_core.registry import ModelRegistry
+from koa_core.registry.champion import PromotionRecord
+from tests.core.kl_fixtures import constant_model, knee_like
 
 runner = CliRunner()
 # A tiny network so each training run takes a second or two on a shared CPU.
@@ -57,13 +57,19 @@ def invoke(*args: str) -> str:
 
 
 def train_champion(data: Path) -> str:
+    """``koa train --promote`` of a first model (the test asks for ``no_quality_floor``)."""
     output = invoke("train", "--data", str(data), *TINY, "--promote")
     assert "promoted" in output and "not promoted" not in output
     champion = ModelRegistry().champion()
     assert champion is not None
+    (line,) = ModelRegistry().promotions()
+    # The retrain flow logs the same record (tests/flows/test_retrain.py).
+    assert set(line) == set(PromotionRecord.__dataclass_fields__)
+    assert (line["challenger"], line["promoted"], line["forced"]) == (champion.version, True, False)
     return champion.version
 
 
+@pytest.mark.usefixtures("no_quality_floor")
 @pytest.mark.parametrize("dataset", ["phantom_data", "other_data"])
 def test_train_then_evaluate_champion(dataset: str, request: pytest.FixtureRequest) -> None:
     data: Path = request.getfixturevalue(dataset)
@@ -79,6 +85,7 @@ def test_train_then_evaluate_champion(dataset: str, request: pytest.FixtureReque
     assert card["metrics"]["test"]["n_samples"] > 0
 
 
+@pytest.mark.usefixtures("no_quality_floor")
 def test_worse_challenger_is_refused_then_forced(other_data: Path, tmp_path: Path) -> None:
     champion = train_champion(other_data)
     useless = ModelRegistry().register(constant_model(tmp_path / "useless")).version
@@ -89,11 +96,27 @@ def test_worse_challenger_is_refused_then_forced(other_data: Path, tmp_path: Pat
     assert forced.exit_code == 0 and "warning" in forced.output
     assert ModelRegistry().champion().version == useless  # type: ignore[union-attr]
     refused, overridden = ModelRegistry().promotions()[-2:]
-    assert (refused["promoted"], refused.get("forced")) == (False, None)
+    assert (refused["promoted"], refused["forced"]) == (False, False)
     assert overridden["forced"] and overridden["promoted"]
     assert (overridden["challenger"], overridden["champion"]) == (useless, champion)
 
 
+def test_a_model_under_the_quality_floor_is_refused_and_only_forced(
+    other_data: Path, tmp_path: Path
+) -> None:
+    useless = ModelRegistry().register(constant_model(tmp_path / "useless")).version
+    output = invoke("models", "promote", useless, "--data", str(other_data), "--device", "cpu")
+    assert "not promoted" in output and "quality floor" in output
+    assert ModelRegistry().champion() is None
+    forced = runner.invoke(app, ["models", "promote", useless, "--force"])
+    assert forced.exit_code == 0 and "warning" in forced.output
+    assert ModelRegistry().champion().version == useless  # type: ignore[union-attr]
+    refused, overridden = ModelRegistry().promotions()
+    assert (refused["promoted"], refused["below_floor"], refused["champion"]) == (False, True, None)
+    assert (overridden["promoted"], overridden["forced"]) == (True, True)
+
+
+@pytest.mark.usefixtures("no_quality_floor")
 def test_validation_split_can_be_evaluated(other_data: Path) -> None:
     train_champion(other_data)
     output = invoke("evaluate", "--model", "latest", "--data", str(other_data), "--split", "val")
@@ -115,6 +138,7 @@ def test_errors_are_one_line_with_exit_code_2(args: list[str], error: str) -> No
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.usefixtures("no_quality_floor")
 def test_corrupt_weights_give_a_clear_error(other_data: Path) -> None:
     version = ModelRegistry().get(train_champion(other_data))
     data = version.weights_path.read_bytes()

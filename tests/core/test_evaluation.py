@@ -1,4 +1,4 @@
-"""Tests for evaluation: temperature from probabilities, evaluate, train-and-register."""
+"""Tests for evaluation: temperature from probabilities, evaluate a registered version."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import torch
 from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.errors import CorruptCheckpointError, DatasetError
 from koa_core.evaluation.evaluate import (
+    EvaluationOutcome,
     evaluate_probabilities,
     evaluate_version,
     logits_from_probabilities,
-    promote_if_better,
-    train_and_register,
 )
-from koa_core.model.checkpoint import save_torch
-from koa_core.model.network import build_model
-from koa_core.registry.store import ModelRegistry, ModelVersion
+from koa_core.registry import ModelRegistry, ModelVersion
 from koa_core.training.loop import train
 from tests.core.kl_fixtures import TINY_CONFIG as CONFIG
 from tests.core.kl_fixtures import write_image_folder
@@ -41,19 +38,7 @@ def trained(dataset: KLDataset, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture
 def champion(trained: Path) -> ModelVersion:
     registry = ModelRegistry()
-    return registry.set_champion(registry.register(trained))
-
-
-def constant_model(directory: Path, grade: int = 0) -> Path:
-    """Weights that always answer ``grade``: a deliberately useless challenger."""
-    card = CONFIG.card()
-    model = build_model(card)
-    with torch.no_grad():
-        model.fc.weight.zero_()
-        model.fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(grade), 5) * 10.0)
-    save_torch(model.state_dict(), directory / "weights.pt")
-    (directory / "card.json").write_text(json.dumps({"card": card.to_dict()}))
-    return directory
+    return registry.force_champion(registry.register(trained))
 
 
 @pytest.mark.parametrize(
@@ -99,29 +84,6 @@ def test_without_validation_there_is_no_temperature() -> None:
     assert result.metrics.ece_calibrated is None
 
 
-def test_train_and_register_records_metrics_without_promoting(
-    dataset: KLDataset, tmp_path: Path, koa_home: Path
-) -> None:
-    seen: list[int] = []
-    version = train_and_register(
-        CONFIG, dataset.root, out_dir=tmp_path / "run", progress=lambda s: seen.append(s.epoch)
-    )
-    registry = ModelRegistry()
-    assert seen == [1, 2, 3, 4]
-    assert registry.champion() is None
-    assert set(version.metrics) == {"validation", "test"}
-    test = version.metrics["test"]
-    assert test["n_samples"] == len(dataset.splits["test"].labels)
-    assert test["dataset_fingerprint"] == dataset.fingerprint
-    assert test["temperature"] > 0
-    assert Path(test["report"]).is_file()
-    assert Path(test["report"]).is_relative_to(koa_home / "evaluations" / version.version)
-    assert version.document["hyperparameters"]["epochs"] == CONFIG.epochs
-    assert version.document["data"]["fingerprint"] == dataset.fingerprint
-    # The validation split calibrates, so it is scored without a temperature of its own.
-    assert version.metrics["validation"]["temperature"] is None
-
-
 def test_evaluate_version_writes_report_and_repeats_exactly(
     champion: ModelVersion, dataset: KLDataset, tmp_path: Path
 ) -> None:
@@ -135,6 +97,9 @@ def test_evaluate_version_writes_report_and_repeats_exactly(
     assert written["qwk"] == first.metrics.qwk
     recorded = ModelRegistry().get(champion.version).metrics["test"]
     assert recorded["report"] == str(tmp_path / "b" / "report.md")
+    assert EvaluationOutcome.from_recorded(champion.version, "test", recorded) == second
+    # Later metrics never touch the version's card.
+    assert "test" not in json.loads(champion.card_path.read_text())["metrics"]
 
 
 def test_missing_split_is_a_dataset_error(champion: ModelVersion, tmp_path: Path) -> None:
@@ -148,35 +113,3 @@ def test_corrupt_weights_are_refused(champion: ModelVersion) -> None:
     champion.weights_path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptCheckpointError):
         evaluate_version("champion", Path("unused"))
-
-
-def test_worse_challenger_is_not_promoted(
-    champion: ModelVersion, dataset: KLDataset, tmp_path: Path
-) -> None:
-    registry = ModelRegistry()
-    useless = registry.register(constant_model(tmp_path / "useless"))
-    outcome = promote_if_better(useless, dataset.root, device="cpu")
-    assert not outcome.decision.promote
-    assert outcome.champion == champion.version
-    assert registry.champion() == champion
-    assert outcome.challenger_metrics["auc_koa"] == pytest.approx(0.5)
-    assert registry.promotions()[-1]["promoted"] is False
-
-
-def test_promotion_without_data_needs_metrics_on_the_same_test_set(
-    champion: ModelVersion, tmp_path: Path
-) -> None:
-    useless = ModelRegistry().register(constant_model(tmp_path / "useless"))
-    with pytest.raises(DatasetError, match="same test set"):
-        promote_if_better(useless)
-
-
-def test_first_model_is_promoted_on_recorded_metrics(
-    trained: Path, dataset: KLDataset, tmp_path: Path
-) -> None:
-    version = ModelRegistry().register(trained)
-    evaluate_version(version, dataset, out_dir=tmp_path / "report")
-    outcome = promote_if_better(version.version)
-    assert outcome.decision.promote
-    assert outcome.champion is None
-    assert ModelRegistry().champion() == version

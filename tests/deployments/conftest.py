@@ -10,7 +10,7 @@ import yaml
 from prefect.client.orchestration import get_client
 
 from deployments.serve import PROJECT_DIR
-from flows.retrain import DEFAULT_DATASET
+from flows.model_reports import DEFAULT_DATASET
 from tests.core.kl_fixtures import write_image_folder
 from tests.prefect_server import ServeProcess, serve_process
 

@@ -10,7 +10,7 @@ import torch
 from koa_core.model.card import Architecture, ModelCard
 from koa_core.model.checkpoint import save_torch
 from koa_core.model.network import build_model
-from koa_core.registry.store import ModelRegistry
+from koa_core.registry import ModelRegistry
 
 
 def register_tiny_champion(input_size: int, seed: int = 0, workdir: Path | None = None) -> str:
@@ -25,5 +25,5 @@ def register_tiny_champion(input_size: int, seed: int = 0, workdir: Path | None 
     (source / "card.json").write_text(json.dumps({"card": card.to_dict()}))
     registry = ModelRegistry()
     version = registry.register(source)
-    registry.set_champion(version)
+    registry.force_champion(version, reason="test fixture: an untrained network for the pipeline")
     return version.version

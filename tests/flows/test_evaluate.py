@@ -25,7 +25,7 @@ from koa_core.pipeline import ledger
 from koa_core.pipeline.manifest import build_manifest
 from koa_core.pipeline.prepare import prepare_chunk
 from koa_core.pipeline.score import score_chunk
-from koa_core.registry.store import ModelRegistry
+from koa_core.registry import ModelRegistry
 from koa_core.storage import results
 from koa_core.storage.evaluations import read_evaluations
 
@@ -49,7 +49,7 @@ def _register_champion(kl_root: Path, workdir: Path) -> str:
     (workdir / "card.json").write_text(json.dumps({"card": card.to_dict()}))
     registry = ModelRegistry()
     version = registry.register(workdir, data_fingerprint={"root": str(kl_root)})
-    registry.set_champion(version)
+    registry.force_champion(version, reason="test fixture: an untrained network for drift")
     return version.version
 
 

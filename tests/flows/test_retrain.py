@@ -1,4 +1,4 @@
-"""The retrain flow end to end: train, evaluate both models on one test set, apply the rule."""
+"""The retrain flow end to end: train, test the challenger once, compare, apply the rule."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from koa_core.config import get_settings
-from koa_core.registry.store import ModelRegistry
+from koa_core.registry import ModelRegistry
+from koa_core.registry.champion import PromotionRecord
 from koa_core.storage.evaluations import evaluations_schema, read_evaluations
 from tests.core.kl_fixtures import write_image_folder
 
@@ -54,19 +55,33 @@ def _run(data: Path, **overrides: Any) -> dict[str, Any]:
     return retrain(data=str(data), **{**TINY, **overrides})
 
 
+def _test_reports(version: str) -> list[Path]:
+    """The test-split evaluation reports written for ``version`` so far."""
+    return sorted((get_settings().home / "evaluations" / version).glob("test-*"))
+
+
+@pytest.mark.usefixtures("no_quality_floor")
 def test_a_worse_challenger_is_not_promoted(datasets: tuple[Path, Path]) -> None:
     good, reversed_ = datasets
     registry = ModelRegistry()
     first = _run(good)
     assert first["promoted"] and first["champion"] is None
     assert registry.champion().version == first["challenger"]  # type: ignore[union-attr]
+    assert len(_test_reports(first["challenger"])) == 1
+    # The same record as `koa train --promote` logs (tests/core/test_cli_models.py).
+    assert registry.promotions() == [first["decision"]]
+    assert set(first["decision"]) == set(PromotionRecord.__dataclass_fields__)
 
     second = _run(reversed_)
+    assert len(_test_reports(second["challenger"])) == 1
+    # The champion's recorded test metrics are for the other dataset: re-evaluated, once.
+    assert len(_test_reports(first["challenger"])) == 2
     champion_qwk = second["metrics"]["champion"]["qwk"]
     assert second["metrics"]["challenger"]["qwk"] < champion_qwk
     assert not second["promoted"] and "QWK gain below" in second["reason"]
     assert registry.champion().version == first["challenger"]  # type: ignore[union-attr]
-    assert registry.promotions()[-1]["promoted"] is False
+    assert registry.promotions()[-1] == second["decision"]
+    assert second["decision"]["promoted"] is False
 
     table = read_evaluations(get_settings().results_dir)
     assert table.schema.equals(evaluations_schema(), check_metadata=False)
@@ -91,6 +106,7 @@ def test_a_worse_challenger_is_not_promoted(datasets: tuple[Path, Path]) -> None
     assert markdown.count("](data:image/png;base64,") == 6
 
 
+@pytest.mark.usefixtures("no_quality_floor")
 def test_promote_false_reports_the_rule_but_keeps_the_champion(
     datasets: tuple[Path, Path],
 ) -> None:
@@ -98,8 +114,10 @@ def test_promote_false_reports_the_rule_but_keeps_the_champion(
     summary = _run(good, promote=False)
     assert not summary["promoted"]
     assert summary["reason"].startswith("promotion disabled")
-    assert "no champion yet" in summary["reason"]
+    assert "no champion yet" in summary["reason"]  # the rule would promote it; nothing moves
     assert ModelRegistry().champion() is None
+    assert ModelRegistry().promotions() == []
+    assert len(_test_reports(summary["challenger"])) == 1
     (row,) = read_evaluations(get_settings().results_dir).to_pylist()
     assert row["promoted"] is False and row["role"] == "challenger"
 

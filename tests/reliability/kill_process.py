@@ -10,11 +10,14 @@ the champion and dies after the new pointer's temporary file is written, before 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from koa_core.model import checkpoint
 from tests.core.kl_fixtures import TINY_CONFIG
@@ -46,15 +49,15 @@ def train_and_die(data: Path, out: Path, kill_at_epoch: int) -> None:
 
 
 def promote_and_die(version: str) -> None:
-    from koa_core.registry import store as registry
+    from koa_core.registry import ModelRegistry, champion
 
-    def write(path: Path, payload: bytes) -> None:
-        _torn_write_then_die(path, payload)
+    def write(path: Path, document: Mapping[str, Any]) -> None:
+        _torn_write_then_die(path, json.dumps(document).encode())
 
-    registry.atomic_write_bytes = write  # type: ignore[assignment]
+    champion.atomic_write_json = write  # type: ignore[assignment]
     metrics = {"n_samples": 50, "per_class": [{"grade": g, "support": 10} for g in range(5)]}
-    registry.ModelRegistry().promote(
-        version, {**metrics, "qwk": 0.5, "auc_koa": 0.8}, {**metrics, "qwk": 0.9, "auc_koa": 0.9}
+    ModelRegistry().promote(
+        version, {**metrics, "qwk": 0.7, "auc_koa": 0.8}, {**metrics, "qwk": 0.9, "auc_koa": 0.9}
     )
 
 
