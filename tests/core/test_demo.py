@@ -47,3 +47,14 @@ def test_a_demo_model_under_the_floor_is_not_champion(monkeypatch: pytest.Monkey
     (line,) = registry.promotions()
     assert line["challenger"] == version.version
     assert (line["promoted"], line["below_floor"]) == (False, True)
+
+
+@pytest.mark.slow
+def test_the_demo_recipe_trains_a_champion_above_the_floor() -> None:
+    """The real demo recipe on the real demo data: validation QWK >= 0.85 (issue 16)."""
+    said: list[str] = []
+    champion = demo.ensure_champion(get_settings(), said.append)
+    validation = champion.metrics["validation"]
+    assert validation["qwk"] >= 0.85, said
+    assert champion.metrics["test"]["qwk"] >= get_settings().promotion_min_qwk
+    assert f"validation QWK {validation['qwk']:.3f}" in said[-1]
