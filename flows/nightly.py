@@ -19,12 +19,13 @@ from prefect.runtime import flow_run
 from prefect_dask.task_runners import DaskTaskRunner
 
 from data_checks.runner import run_suite, warm_up
+from flows.redaction import redacted_logs
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
 from koa_core.config import Settings, get_settings
 from koa_core.errors import BatchFailedError, KoaError
 from koa_core.pipeline.chunks import chunked, ramped
-from koa_core.pipeline.commit import commit_night
+from koa_core.pipeline.commit import NightSummary, commit_night
 from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest, with_sha256
 from koa_core.pipeline.prepare import PreparedChunk, prepare_chunk
@@ -42,6 +43,8 @@ PROGRESS_KEY = "koa_progress"
 FIRST_CHUNK = 8
 # Chunks submitted per worker thread ahead of the results: enough that none waits for work.
 CHUNKS_PER_THREAD = 2
+# Quarantined files named in the night's last log line (the artifact lists them all).
+QUARANTINE_LOGGED = 5
 
 
 class ConcurrentRunError(KoaError):
@@ -76,19 +79,25 @@ class Sealed(Generic[T]):
 
 
 @task
-def prepare(rows: Sealed[Rows], scratch: str, chunk_id: int, size: int) -> Sealed[PreparedChunk]:
+def prepare(
+    rows: Sealed[Rows], scratch: str, chunk_id: int, size: int, redactor: Redactor
+) -> Sealed[PreparedChunk]:
     """Decode and preprocess the images of one chunk (on a Dask worker)."""
-    return Sealed(prepare_chunk(rows.value, Path(scratch), chunk_id, size))
+    with redacted_logs(redactor):
+        return Sealed(prepare_chunk(rows.value, Path(scratch), chunk_id, size))
 
 
 @task
-def score(prepared: Sealed[PreparedChunk], model_dir: str, threads: int) -> Sealed[Rows]:
+def score(
+    prepared: Sealed[PreparedChunk], model_dir: str, threads: int, redactor: Redactor
+) -> Sealed[Rows]:
     """Score one prepared chunk with the model, loaded once per worker."""
     import torch
 
     torch.set_num_threads(threads)
     chunk = prepared.value
-    return Sealed(score_chunk(chunk.array_path, chunk.rows, model_dir))
+    with redacted_logs(redactor):
+        return Sealed(score_chunk(chunk.array_path, chunk.rows, model_dir))
 
 
 def _run_id() -> str:
@@ -142,14 +151,29 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
         "batch %s: %d files, %d rejected unread", day, len(listing.files), len(listing.rejected)
     )
     ledger = NightLedger(run, listing, settings, Redactor(settings.site_secret.get_secret_value()))
-    docs_path = _process(settings, ledger, listing, run_dir, str(version.path))
-    summary = commit_night(ledger, settings, started, docs_path)
-    publish_nightly_artifacts(summary, ledger.quarantine_rows())
+    with redacted_logs(ledger.redactor):
+        docs_path = _process(settings, ledger, listing, run_dir, str(version.path))
+        summary = commit_night(ledger, settings, started, docs_path)
+        _report(summary, ledger)
     cleanup_staging(staging_dir_for(day, settings), keep=settings.keep_staged_files)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     if summary.failed:
         raise BatchFailedError(summary.failure)
     return summary.to_dict()
+
+
+def _report(summary: NightSummary, ledger: NightLedger) -> None:
+    """Log the night's outcome and publish its artifacts, all through the night's redactor."""
+    quarantine = ledger.quarantine_rows()
+    first = [row["source_path"] for row in quarantine[:QUARANTINE_LOGGED]]
+    get_run_logger().info(
+        "batch %s: %d scored, %d quarantined (first: %s)",
+        summary.batch_date,
+        summary.n_scored,
+        summary.n_quarantined,
+        ", ".join(first) or "none",
+    )
+    publish_nightly_artifacts(summary, quarantine, ledger.redactor)
 
 
 def _process(
@@ -247,12 +271,15 @@ def _run_chunks(
 def _submit_chunk(
     settings: Settings, chunk: Rows, index: int, scratch: Path, model_dir: str
 ) -> tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]:
-    prepared = prepare.submit(Sealed(chunk), str(scratch), index, settings.input_size)
+    # The chunk's own patients only: a worker compiles (and is sent) a small redactor.
+    redactor = Redactor(settings.site_secret.get_secret_value())
+    redactor.learn_rows(chunk)
+    prepared = prepare.submit(Sealed(chunk), str(scratch), index, settings.input_size, redactor)
     # A fresh context per chunk: annotate() can be entered only once.
     with annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext():
         # A future stands in for its result; Prefect's stubs only accept the result type.
         upstream: Any = prepared
-        scored = score.submit(upstream, model_dir, settings.dask_threads_per_worker)
+        scored = score.submit(upstream, model_dir, settings.dask_threads_per_worker, redactor)
     return prepared, scored
 
 

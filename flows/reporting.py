@@ -10,6 +10,7 @@ import numpy as np
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from koa_core.pipeline.commit import NightSummary
+from koa_core.privacy import Redactor
 
 P_KOA_BINS = 10
 
@@ -57,21 +58,24 @@ Results: `{summary.results_dir}` · Data Docs: `{summary.docs_path or "none"}`
 
 
 def publish_nightly_artifacts(
-    summary: NightSummary, quarantine: Sequence[Mapping[str, Any]]
+    summary: NightSummary, quarantine: Sequence[Mapping[str, Any]], redactor: Redactor
 ) -> None:
-    """Attach the summary and the quarantine table to the current flow run."""
+    """Attach the summary and the quarantine table to the current flow run.
+
+    Every text goes through ``redactor``: source paths may hold patient ids or names.
+    """
     key = f"nightly-{summary.batch_date.isoformat()}"
     create_markdown_artifact(
-        nightly_markdown(summary, quarantine),
+        redactor(nightly_markdown(summary, quarantine)),
         key=key,
         description="Nightly scoring summary",
     )
     table = [
         {
-            "source_path": row["source_path"],
+            "source_path": redactor(row["source_path"]),
             "stage": row["stage"],
             "reasons": row["reasons"],
-            "detail": row["detail"] or "",
+            "detail": redactor(row["detail"] or ""),
         }
         for row in quarantine
     ]
