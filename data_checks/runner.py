@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from koa_core.config import get_settings
-from koa_core.errors import BatchFailedError, KoaError
+from koa_core.errors import KoaError
 from koa_core.schema import PROBABILITY_COLUMNS, p_koa
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -50,6 +50,21 @@ class CheckResult:
     statistics: dict[str, Any] = field(default_factory=dict)
     success: bool = True
     docs_path: Path | None = None
+
+    def passed_rows(self) -> list[dict[str, Any]]:
+        """``passed`` as one dict per row, ``None`` (not NaN) where a value is missing."""
+        return _records(self.passed)
+
+    def quarantined_rows(self) -> list[dict[str, Any]]:
+        """``quarantined`` (with ``reasons``) as one dict per row, ``None`` for missing values."""
+        return _records(self.quarantined)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    if frame.empty:
+        return []
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return [{str(key): value for key, value in row.items()} for row in records]
 
 
 def load_suite(name: str) -> Any:
@@ -135,27 +150,6 @@ def warm_up() -> None:
     """
     with _GX_LOCK:
         _context()
-
-
-def check_batch_level(n_inputs: int, n_quarantined: int, max_share: float) -> None:
-    """Fail a whole batch that is empty or mostly quarantined (a site or scanner problem).
-
-    Args:
-        n_inputs: Files found in the batch.
-        n_quarantined: Files quarantined by any check.
-        max_share: Largest tolerated quarantined share (``Settings.max_quarantine_share``).
-
-    Raises:
-        BatchFailedError: No files, or more than ``max_share`` of them quarantined.
-    """
-    if n_inputs <= 0:
-        raise BatchFailedError("the batch holds no input files: nothing to score")
-    share = n_quarantined / n_inputs
-    if share > max_share:
-        raise BatchFailedError(
-            f"{n_quarantined} of {n_inputs} files quarantined ({share:.0%}), more than the "
-            f"allowed {max_share:.0%}: check the source before trusting this batch"
-        )
 
 
 def _suite_config(name: str) -> dict[str, Any]:

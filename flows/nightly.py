@@ -1,5 +1,3 @@
-"""The nightly scoring flow: pull, check, preprocess and score on Dask, write Parquet."""
-
 from __future__ import annotations
 
 import queue
@@ -20,16 +18,20 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect_dask.task_runners import DaskTaskRunner
 
-from data_checks.runner import check_batch_level, run_suite, warm_up
+from data_checks.runner import run_suite, warm_up
+from flows.redaction import redacted_logs
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
 from koa_core.config import Settings, get_settings
 from koa_core.errors import BatchFailedError, KoaError
-from koa_core.pipeline import ledger
+from koa_core.pipeline.chunks import chunked, ramped
+from koa_core.pipeline.commit import NightSummary, commit_night
+from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest, with_sha256
-from koa_core.pipeline.prepare import prepare_chunk
+from koa_core.pipeline.prepare import PreparedChunk, prepare_chunk
 from koa_core.pipeline.score import score_chunk
-from koa_core.registry import ModelRegistry
+from koa_core.privacy import Redactor
+from koa_core.registry import ModelRegistry, ModelVersion
 from koa_core.sources.listing import BatchListing
 from koa_core.sources.pull import pull_batch
 from koa_core.sources.staging import cleanup_staging, staging_dir_for
@@ -37,14 +39,14 @@ from koa_core.storage import results
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
-# A prepared chunk: its array_path, the decoded rows and the read failures.
-Prepared = dict[str, Any]
 # Log records of scoring progress carry (done, total) under this key.
 PROGRESS_KEY = "koa_progress"
 # Images in the first chunk; chunks then double up to ``Settings.chunk_size``.
 FIRST_CHUNK = 8
 # Chunks submitted per worker thread ahead of the results: enough that none waits for work.
 CHUNKS_PER_THREAD = 2
+# Quarantined files named in the night's last log line (the artifact lists them all).
+QUARANTINE_LOGGED = 5
 
 
 class ConcurrentRunError(KoaError):
@@ -79,34 +81,25 @@ class Sealed(Generic[T]):
 
 
 @task
-def prepare(rows: Sealed[Rows], scratch: str, chunk_id: int, size: int) -> Sealed[Prepared]:
+def prepare(
+    rows: Sealed[Rows], scratch: str, chunk_id: int, size: int, redactor: Redactor
+) -> Sealed[PreparedChunk]:
     """Decode and preprocess the images of one chunk (on a Dask worker)."""
-    prepared = prepare_chunk(rows.value, Path(scratch), chunk_id, size)
-    return Sealed(
-        {
-            "array_path": prepared.array_path,
-            "rows": prepared.rows,
-            "read_failures": prepared.failures,
-        }
-    )
+    with redacted_logs(redactor):
+        return Sealed(prepare_chunk(rows.value, Path(scratch), chunk_id, size))
 
 
 @task
-def score(prepared: Sealed[Prepared], model_dir: str, threads: int) -> Sealed[Rows]:
+def score(
+    prepared: Sealed[PreparedChunk], model_dir: str, threads: int, redactor: Redactor
+) -> Sealed[Rows]:
     """Score one prepared chunk with the model, loaded once per worker."""
     import torch
 
     torch.set_num_threads(threads)
     chunk = prepared.value
-    return Sealed(score_chunk(chunk["array_path"], chunk["rows"], model_dir))
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts with ``None`` (not NaN) for missing values, as the writers expect."""
-    if frame.empty:
-        return []
-    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    return [{str(key): value for key, value in row.items()} for row in records]
+    with redacted_logs(redactor):
+        return Sealed(score_chunk(chunk.array_path, chunk.rows, model_dir))
 
 
 def _run_id() -> str:
@@ -150,7 +143,7 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     # GX takes seconds to set up: do it while the workers start and read headers.
     threading.Thread(target=warm_up, name="gx-warm-up", daemon=True).start()
     version = ModelRegistry().get(model_ref)
-    run = ledger.RunContext(day, _run_id(), version.version, version.weights_sha256)
+    run = RunContext(day, _run_id(), version.version, version.weights_sha256)
     started = datetime.now(UTC)
     run_dir = settings.runs_dir / day.isoformat() / run.run_id
     for table in (results.SCORES, results.QUARANTINE):
@@ -159,56 +152,81 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     logger.info(
         "batch %s: %d files, %d rejected unread", day, len(listing.files), len(listing.rejected)
     )
-    night = _process(settings, listing, run, run_dir, str(version.path))
-    summary = _write(settings, listing, run, night, started)
-    publish_nightly_artifacts(summary, night["quarantine"])
+    ledger = NightLedger(run, listing, settings, Redactor(settings.site_secret.get_secret_value()))
+    with redacted_logs(ledger.redactor):
+        docs_path = _process(settings, ledger, listing, run_dir, version)
+        summary = commit_night(ledger, settings, started, docs_path)
+        _report(summary, ledger)
     cleanup_staging(staging_dir_for(day, settings), keep=settings.keep_staged_files)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
-    if summary["status"] == "failed":
-        raise BatchFailedError(summary["failure"])
-    return summary
+    if summary.failed:
+        raise BatchFailedError(summary.failure)
+    return summary.to_dict()
+
+
+def _report(summary: NightSummary, ledger: NightLedger) -> None:
+    """Log the night's outcome and publish its artifacts, all through the night's redactor."""
+    quarantine = ledger.quarantine_rows()
+    first = [row["source_path"] for row in quarantine[:QUARANTINE_LOGGED]]
+    get_run_logger().info(
+        "batch %s: %d scored, %d quarantined (first: %s)",
+        summary.batch_date,
+        summary.n_scored,
+        summary.n_quarantined,
+        ", ".join(first) or "none",
+    )
+    publish_nightly_artifacts(summary, quarantine, ledger.redactor)
 
 
 def _process(
-    settings: Settings, listing: BatchListing, run: ledger.RunContext, run_dir: Path, model_dir: str
-) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    quarantine = [
-        ledger.quarantine_row({"origin": r.origin}, "read", r.reason, r.detail, run, now)
-        for r in listing.rejected
-    ]
+    settings: Settings,
+    ledger: NightLedger,
+    listing: BatchListing,
+    run_dir: Path,
+    model: ModelVersion,
+) -> Path | None:
+    """Check, prepare and score the night's files into ``ledger``; return the Data Docs path."""
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
-    header_chunks = read_headers.map(list(ledger.chunked(files, 4 * settings.chunk_size)))
+    header_chunks = read_headers.map(list(chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
+    ledger.redactor.learn_rows(manifest)
     checked = run_suite(
         pd.DataFrame(manifest),
         "manifest",
         data_docs_dir=run_dir / "data_docs",
-        run_name=f"{run.batch_date}-{run.run_id}",
+        run_name=f"{ledger.run.batch_date}-{ledger.run.run_id}",
     )
     # Passed rows are hashed while they are decoded; refused ones are hashed here.
-    refused = pd.DataFrame(with_sha256(_records(checked.quarantined)))
-    quarantine += _quarantined(refused, "manifest", run)
-    passed = _records(checked.passed)
-    chunks = list(ledger.ramped(passed, settings.chunk_size, FIRST_CHUNK))
-    scored_rows = []
-    for prepared_chunk, scored_chunk in _run_chunks(
-        settings, chunks, run_dir / "inputs", model_dir
-    ):
-        chunk, rows = prepared_chunk.result(), scored_chunk.result()
-        quarantine += [_failure(row, "read", run, now) for row in chunk.value["read_failures"]]
-        scored_rows += rows.value
-    # The input checks run here, once, on the statistics every scored row carries: workers
-    # never import GX, and the scores of the rows that fail are dropped with them.
-    inputs = run_suite(pd.DataFrame(scored_rows), "model_input") if scored_rows else None
-    if inputs is not None:
-        quarantine += _quarantined(inputs.quarantined, "model_input", run)
-    return {
-        "quarantine": quarantine,
-        "predictions": _records(inputs.passed) if inputs is not None else [],
-        "docs_path": checked.docs_path,
-        "n_inputs": len(files) + len(listing.rejected),
-    }
+    ledger.quarantine(with_sha256(checked.quarantined_rows()), "manifest")
+    chunks = list(ramped(checked.passed_rows(), settings.chunk_size, FIRST_CHUNK))
+    scored: Rows = []
+    # The model's card, not the site's setting, fixes the input size it was trained at.
+    size = model.model_card().input_size
+    scratch = run_dir / "inputs"
+    for prepared, scored_chunk in _run_chunks(settings, chunks, scratch, str(model.path), size):
+        ledger.quarantine(prepared.result().value.failures, "read")
+        scored += scored_chunk.result().value
+    _check_scores(ledger, scored)
+    return checked.docs_path
+
+
+def _check_scores(ledger: NightLedger, scored: Rows) -> None:
+    """Run the input checks, then the prediction checks, once on the night's scored rows.
+
+    The input checks run on the statistics every scored row carries: workers never import
+    GX, and the scores of the rows that fail are dropped with them.
+    """
+    if not scored:
+        return
+    inputs = run_suite(pd.DataFrame(scored), "model_input")
+    ledger.quarantine(inputs.quarantined_rows(), "model_input")
+    passed = inputs.passed_rows()
+    if not passed:
+        return
+    predictions = pd.DataFrame(passed).assign(model_version=ledger.run.model_version)
+    checked = run_suite(predictions, "predictions")
+    ledger.quarantine(checked.quarantined_rows(), "predictions")
+    ledger.score(checked.passed_rows())
 
 
 class _Progress:
@@ -236,8 +254,8 @@ class _Progress:
 
 
 def _run_chunks(
-    settings: Settings, chunks: list[Rows], scratch: Path, model_dir: str
-) -> list[tuple[PrefectFuture[Sealed[Prepared]], PrefectFuture[Sealed[Rows]]]]:
+    settings: Settings, chunks: list[Rows], scratch: Path, model_dir: str, input_size: int
+) -> list[tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]]:
     """Prepare then score each chunk on Dask, keeping only a few chunks ahead of the workers.
 
     Submitting every chunk up front cost ~0.3 s of Prefect work per chunk on the flow's
@@ -248,11 +266,11 @@ def _run_chunks(
     """
     progress = _Progress([len(chunk) for chunk in chunks])
     in_flight_limit = CHUNKS_PER_THREAD * _cluster_threads()
-    pairs: list[tuple[PrefectFuture[Sealed[Prepared]], PrefectFuture[Sealed[Rows]]]] = []
+    pairs: list[tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]] = []
     for index, chunk in enumerate(chunks):
         if index - progress.settled >= in_flight_limit:
             progress.wait_for_one()
-        pairs.append(_submit_chunk(settings, chunk, index, scratch, model_dir))
+        pairs.append(_submit_chunk(settings, chunk, index, scratch, (model_dir, input_size)))
         progress.watch(pairs[-1][1], index)
     while progress.settled < len(chunks):
         progress.wait_for_one()
@@ -260,14 +278,18 @@ def _run_chunks(
 
 
 def _submit_chunk(
-    settings: Settings, chunk: Rows, index: int, scratch: Path, model_dir: str
-) -> tuple[PrefectFuture[Sealed[Prepared]], PrefectFuture[Sealed[Rows]]]:
-    prepared = prepare.submit(Sealed(chunk), str(scratch), index, settings.input_size)
+    settings: Settings, chunk: Rows, index: int, scratch: Path, model: tuple[str, int]
+) -> tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]:
+    # The chunk's own patients only: a worker compiles (and is sent) a small redactor.
+    redactor = Redactor(settings.site_secret.get_secret_value())
+    redactor.learn_rows(chunk)
+    model_dir, input_size = model
+    prepared = prepare.submit(Sealed(chunk), str(scratch), index, input_size, redactor)
     # A fresh context per chunk: annotate() can be entered only once.
     with annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext():
         # A future stands in for its result; Prefect's stubs only accept the result type.
         upstream: Any = prepared
-        scored = score.submit(upstream, model_dir, settings.dask_threads_per_worker)
+        scored = score.submit(upstream, model_dir, settings.dask_threads_per_worker, redactor)
     return prepared, scored
 
 
@@ -278,85 +300,3 @@ def _cluster_threads() -> int:
     if not isinstance(runner, DaskTaskRunner):
         return 1
     return max(1, sum(runner.client.nthreads().values()))  # type: ignore[no-untyped-call]
-
-
-def _failure(
-    row: dict[str, Any], stage: str, run: ledger.RunContext, at: datetime
-) -> dict[str, Any]:
-    return ledger.quarantine_row(row, stage, row["reasons"], row.get("detail"), run, at)
-
-
-def _quarantined(frame: pd.DataFrame, stage: str, run: ledger.RunContext) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    return [
-        ledger.quarantine_row(row, stage, row["reasons"], row.get("read_error_detail"), run, now)
-        for row in _records(frame)
-    ]
-
-
-def _write(
-    settings: Settings,
-    listing: BatchListing,
-    run: ledger.RunContext,
-    night: dict[str, Any],
-    started: datetime,
-) -> dict[str, Any]:
-    quarantine = night["quarantine"]
-    predictions = pd.DataFrame(night["predictions"]).assign(model_version=run.model_version)
-    checked = run_suite(predictions, "predictions") if night["predictions"] else None
-    now = datetime.now(UTC)
-    scores = [
-        ledger.score_row(row, run, settings, now)
-        for row in (_records(checked.passed) if checked else [])
-    ]
-    if checked is not None:
-        quarantine += _quarantined(checked.quarantined, "predictions", run)
-    origins = [f.origin for f in listing.files] + [r.origin for r in listing.rejected]
-    ledger.account(origins, scores, quarantine)
-    results.write_partition(
-        results.SCORES, run.batch_date, results.build_scores_table(scores), settings.results_dir
-    )
-    results.write_partition(
-        results.QUARANTINE,
-        run.batch_date,
-        results.build_table(results.QUARANTINE, quarantine),
-        settings.results_dir,
-    )
-    failure = _batch_failure(night["n_inputs"], len(quarantine), settings)
-    status = "failed" if failure else "completed"
-    results.append_run_summary(
-        results.RunSummary(
-            run.run_id,
-            run.batch_date,
-            started,
-            datetime.now(UTC),
-            night["n_inputs"],
-            len(scores),
-            len(quarantine),
-            run.model_version,
-            status,
-        ),
-        settings.results_dir,
-    )
-    return {
-        "batch_date": run.batch_date.isoformat(),
-        "run_id": run.run_id,
-        "model_version": run.model_version,
-        "n_inputs": night["n_inputs"],
-        "n_scored": len(scores),
-        "n_quarantined": len(quarantine),
-        "grades": ledger.grade_distribution(scores),
-        "p_koa": [s["p_koa"] for s in scores],
-        "results_dir": str(settings.results_dir),
-        "docs_path": str(night["docs_path"] or ""),
-        "status": status,
-        "failure": failure,
-    }
-
-
-def _batch_failure(n_inputs: int, n_quarantined: int, settings: Settings) -> str | None:
-    try:
-        check_batch_level(n_inputs, n_quarantined, settings.max_quarantine_share)
-    except BatchFailedError as error:
-        return str(error)
-    return None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from koa_core.pipeline.commit import NightSummary
+from koa_core.privacy import Redactor
 
 P_KOA_BINS = 10
 
@@ -22,16 +25,16 @@ def _histogram(values: Sequence[float]) -> str:
     return "\n".join(["```", *lines, "```"])
 
 
-def nightly_markdown(summary: dict[str, Any], quarantine: Sequence[dict[str, Any]]) -> str:
+def nightly_markdown(summary: NightSummary, quarantine: Sequence[Mapping[str, Any]]) -> str:
     """The run summary a person reads in the Prefect UI."""
     reasons = Counter(r for row in quarantine for r in str(row["reasons"]).split(";"))
-    grades = "\n".join(f"| KL{g} | {n} |" for g, n in summary["grades"].items())
+    grades = "\n".join(f"| KL{g} | {n} |" for g, n in summary.grades.items())
     reason_lines = "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common()) or "| - | 0 |"
     counts = (
-        f"| {summary['n_inputs']} | {summary['n_scored']} | {summary['n_quarantined']} "
-        f"| {summary['model_version']} |"
+        f"| {summary.n_inputs} | {summary.n_scored} | {summary.n_quarantined} "
+        f"| {summary.model_version} |"
     )
-    return f"""# Nightly scoring {summary["batch_date"]}: {summary["status"]}
+    return f"""# Nightly scoring {summary.batch_date.isoformat()}: {summary.status}
 
 | inputs | scored | quarantined | model |
 |---|---|---|---|
@@ -43,31 +46,36 @@ def nightly_markdown(summary: dict[str, Any], quarantine: Sequence[dict[str, Any
 {grades}
 
 ## P(KOA) histogram
-{_histogram(summary["p_koa"])}
+{_histogram(summary.p_koa)}
 
 ## Quarantine reasons
 | reason | files |
 |---|---|
 {reason_lines}
 
-Results: `{summary["results_dir"]}` · Data Docs: `{summary["docs_path"] or "none"}`
+Results: `{summary.results_dir}` · Data Docs: `{summary.docs_path or "none"}`
 """
 
 
 def publish_nightly_artifacts(
-    summary: dict[str, Any], quarantine: Sequence[dict[str, Any]]
+    summary: NightSummary, quarantine: Sequence[Mapping[str, Any]], redactor: Redactor
 ) -> None:
-    """Attach the summary and the quarantine table to the current flow run."""
-    key = f"nightly-{summary['batch_date']}"
+    """Attach the summary and the quarantine table to the current flow run.
+
+    Every text goes through ``redactor``: source paths may hold patient ids or names.
+    """
+    key = f"nightly-{summary.batch_date.isoformat()}"
     create_markdown_artifact(
-        nightly_markdown(summary, quarantine), key=key, description="Nightly scoring summary"
+        redactor(nightly_markdown(summary, quarantine)),
+        key=key,
+        description="Nightly scoring summary",
     )
     table = [
         {
-            "source_path": row["source_path"],
+            "source_path": redactor(row["source_path"]),
             "stage": row["stage"],
             "reasons": row["reasons"],
-            "detail": row["detail"] or "",
+            "detail": redactor(row["detail"] or ""),
         }
         for row in quarantine
     ]

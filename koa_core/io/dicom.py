@@ -257,6 +257,7 @@ def _metadata(path: Path, ds: Dataset) -> ImageMetadata:
         series_instance_uid=_text(ds, "SeriesInstanceUID"),
         sop_class_uid=_text(ds, "SOPClassUID"),
         patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
         study_date=study_date if study_date and len(study_date) == 8 else None,
         modality=_text(ds, "Modality"),
         body_part_examined=_text(ds, "BodyPartExamined"),

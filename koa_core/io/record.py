@@ -28,6 +28,7 @@ class ImageMetadata:
     series_instance_uid: str | None = None
     sop_class_uid: str | None = None
     patient_id: str | None = None
+    patient_name: str | None = None  # only to redact it: never written to results
     study_date: str | None = None
     modality: str | None = None
     body_part_examined: str | None = None

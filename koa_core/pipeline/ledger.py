@@ -1,25 +1,26 @@
-"""A night's bookkeeping: turn manifest, failure and prediction rows into result-table rows.
+"""A night's ledger: what became of each input, as typed score and quarantine records.
 
 Every input of a batch ends up in exactly one of two tables: ``scores`` (one row per scored
 image) or ``quarantine`` (one row per input that could not be scored, with its reasons).
-``account`` checks that promise before anything is written.
+``NightLedger`` collects both from every stage and ``account`` checks that promise before
+anything is written.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any, TypeVar
+from datetime import UTC, date, datetime
+from typing import Any
 
 from koa_core.config import Settings
 from koa_core.errors import KoaError
 from koa_core.imaging.transforms import PREPROCESS_VERSION
-from koa_core.privacy import pseudonymise
+from koa_core.pipeline.manifest import READ_ERROR_DETAIL
+from koa_core.privacy import Redactor, patient_key
 from koa_core.schema import GRADES, PROBABILITY_COLUMNS
-
-T = TypeVar("T")
+from koa_core.sources.listing import BatchListing
 
 
 class AccountingError(KoaError):
@@ -36,100 +37,191 @@ class RunContext:
     weights_sha256: str
 
 
-def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    """Consecutive slices of ``items`` of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """One input that could not be scored: where it stopped, and why.
 
-
-def ramped(items: Sequence[T], size: int, first: int) -> Iterator[list[T]]:
-    """Slices of ``items`` that start at ``first`` and double up to ``size``.
-
-    Small first chunks let scoring start within seconds of a night's listing (the first
-    result arrives after ``first`` images, not ``size``); full chunks then keep the
-    per-task overhead low.
+    ``detail`` is raw: it may quote header values, so it is redacted on its way out.
     """
-    start, step = 0, max(1, min(first, size))
-    while start < len(items):
-        yield list(items[start : start + step])
-        start += step
-        step = min(2 * step, size)
+
+    origin: str
+    sha256: str | None
+    stage: str
+    reasons: str
+    detail: str | None
+    quarantined_at: datetime
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any], stage: str, at: datetime) -> QuarantineRecord:
+        """The record of a pipeline row that failed ``stage``.
+
+        Args:
+            row: Needs ``origin`` and ``reasons``; ``sha256`` and ``read_error_detail``
+                (set by the manifest and by ``prepare``, None after them) may be missing.
+            stage: One of ``koa_core.storage.results.QUARANTINE_STAGES``.
+            at: When it was quarantined.
+        """
+        detail = row.get(READ_ERROR_DETAIL)
+        return cls(row["origin"], row.get("sha256"), stage, row["reasons"], detail, at)
+
+    def to_row(self, run: RunContext, redactor: Redactor) -> dict[str, Any]:
+        """Its ``quarantine`` table row, the detail redacted."""
+        return {
+            "batch_date": run.batch_date,
+            "source_path": self.origin,
+            "source_sha256": self.sha256,
+            "stage": self.stage,
+            "reasons": self.reasons,
+            "detail": redactor(self.detail) if self.detail is not None else None,
+            "run_id": run.run_id,
+            "quarantined_at": self.quarantined_at,
+        }
 
 
-def quarantine_row(
-    row: Mapping[str, Any],
-    stage: str,
-    reasons: str,
-    detail: str | None,
-    run: RunContext,
-    at: datetime,
-) -> dict[str, Any]:
-    """A ``quarantine`` table row for one input (``row`` needs ``origin`` and ``sha256``)."""
-    return {
-        "batch_date": run.batch_date,
-        "source_path": row["origin"],
-        "source_sha256": row.get("sha256"),
-        "stage": stage,
-        "reasons": reasons,
-        "detail": detail,
-        "run_id": run.run_id,
-        "quarantined_at": at,
-    }
+@dataclass(frozen=True)
+class ScoreRecord:
+    """One scored image: its identity, the model's output and its input statistics."""
 
+    origin: str
+    sha256: str
+    file_format: str
+    sop_instance_uid: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    patient_key: str | None
+    laterality: str | None
+    flipped: bool
+    probabilities: tuple[float, ...]
+    kl_grade: int
+    p_koa: float
+    input_mean: float
+    input_std: float
+    scored_at: datetime
 
-def patient_column(patient_id: str | None, settings: Settings) -> str | None:
-    """The raw id only when the site enabled it, else its keyed hash."""
-    if settings.emit_raw_patient_ids:
-        return patient_id
-    return pseudonymise(patient_id, settings.site_secret.get_secret_value())
-
-
-def score_row(
-    row: Mapping[str, Any], run: RunContext, settings: Settings, at: datetime
-) -> dict[str, Any]:
-    """A ``scores`` table row from a scored prediction row."""
-    return {
-        "batch_date": run.batch_date,
-        "sop_instance_uid": row.get("sop_instance_uid"),
-        "study_instance_uid": row.get("study_instance_uid"),
-        "series_instance_uid": row.get("series_instance_uid"),
-        "patient_key": patient_column(row.get("patient_id"), settings),
-        "laterality": row.get("laterality"),
-        "flipped": bool(row["flipped"]),
-        "source_path": row["origin"],
-        "source_sha256": row["sha256"],
-        "file_format": row["file_format"],
-        **{name: float(row[name]) for name in PROBABILITY_COLUMNS},
-        "kl_grade": int(row["kl_grade"]),
-        "p_koa": float(row["p_koa"]),
-        "model_version": run.model_version,
-        "weights_sha256": run.weights_sha256,
-        "preprocess_version": PREPROCESS_VERSION,
-        "run_id": run.run_id,
-        "scored_at": at,
-        "input_mean": float(row["mean"]),
-        "input_std": float(row["std"]),
-    }
-
-
-def account(
-    origins: Iterable[str],
-    scores: Sequence[Mapping[str, Any]],
-    quarantine: Sequence[Mapping[str, Any]],
-) -> None:
-    """Raise unless every input origin appears exactly once across scores and quarantine."""
-    expected = Counter(origins)
-    seen = Counter(row["source_path"] for row in [*scores, *quarantine])
-    missing = sorted(set(expected) - set(seen))
-    extra = sorted(origin for origin, count in seen.items() if count > expected.get(origin, 0))
-    if missing or extra:
-        raise AccountingError(
-            f"{len(missing)} input(s) neither scored nor quarantined (first: {missing[:3]}); "
-            f"{len(extra)} written more than once (first: {extra[:3]})"
+    @classmethod
+    def of_prediction(cls, row: Mapping[str, Any], settings: Settings, at: datetime) -> ScoreRecord:
+        """The record of a scored row (``score_chunk`` output that passed the checks)."""
+        return cls(
+            origin=row["origin"],
+            sha256=row["sha256"],
+            file_format=row["file_format"],
+            sop_instance_uid=row.get("sop_instance_uid"),
+            study_instance_uid=row.get("study_instance_uid"),
+            series_instance_uid=row.get("series_instance_uid"),
+            patient_key=patient_key(row.get("patient_id"), settings),
+            laterality=row.get("laterality"),
+            flipped=bool(row["flipped"]),
+            probabilities=tuple(float(row[name]) for name in PROBABILITY_COLUMNS),
+            kl_grade=int(row["kl_grade"]),
+            p_koa=float(row["p_koa"]),
+            input_mean=float(row["mean"]),
+            input_std=float(row["std"]),
+            scored_at=at,
         )
 
+    def to_row(self, run: RunContext) -> dict[str, Any]:
+        """Its ``scores`` table row."""
+        return {
+            "batch_date": run.batch_date,
+            "sop_instance_uid": self.sop_instance_uid,
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "patient_key": self.patient_key,
+            "laterality": self.laterality,
+            "flipped": self.flipped,
+            "source_path": self.origin,
+            "source_sha256": self.sha256,
+            "file_format": self.file_format,
+            **dict(zip(PROBABILITY_COLUMNS, self.probabilities, strict=True)),
+            "kl_grade": self.kl_grade,
+            "p_koa": self.p_koa,
+            "model_version": run.model_version,
+            "weights_sha256": run.weights_sha256,
+            "preprocess_version": PREPROCESS_VERSION,
+            "run_id": run.run_id,
+            "scored_at": self.scored_at,
+            "input_mean": self.input_mean,
+            "input_std": self.input_std,
+        }
 
-def grade_distribution(scores: Sequence[Mapping[str, Any]]) -> dict[int, int]:
-    """Count of scored images per KL grade, every grade present."""
-    counts = Counter(int(row["kl_grade"]) for row in scores)
-    return {grade: counts.get(grade, 0) for grade in GRADES}
+
+class NightLedger:
+    """Collects the score and quarantine records of one night, from every stage.
+
+    Files the listing rejected unread are quarantined (stage ``read``) as the ledger opens.
+
+    Args:
+        run: What the night's rows share.
+        listing: The night's files; their origins are what ``account`` expects.
+        settings: Supplies the patient-key settings.
+        redactor: Redacts quarantine details on their way out; teach it the night's
+            patient ids and names (``Redactor.learn_rows``) as the headers are read.
+    """
+
+    def __init__(
+        self, run: RunContext, listing: BatchListing, settings: Settings, redactor: Redactor
+    ) -> None:
+        self.run = run
+        self.redactor = redactor
+        self._settings = settings
+        self._origins = [f.origin for f in listing.files] + [r.origin for r in listing.rejected]
+        now = datetime.now(UTC)
+        self._quarantined = [
+            QuarantineRecord(r.origin, None, "read", r.reason, r.detail, now)
+            for r in listing.rejected
+        ]
+        self._scored: list[ScoreRecord] = []
+
+    @property
+    def n_inputs(self) -> int:
+        """Inputs the night holds: listed files and rejected ones."""
+        return len(self._origins)
+
+    @property
+    def scores(self) -> tuple[ScoreRecord, ...]:
+        """The scored images so far."""
+        return tuple(self._scored)
+
+    @property
+    def quarantined(self) -> tuple[QuarantineRecord, ...]:
+        """The quarantined inputs so far, in the order the stages reported them."""
+        return tuple(self._quarantined)
+
+    def quarantine(self, rows: Iterable[Mapping[str, Any]], stage: str) -> None:
+        """Quarantine the rows that failed ``stage`` (see ``QuarantineRecord.of_row``)."""
+        now = datetime.now(UTC)
+        self._quarantined += [QuarantineRecord.of_row(row, stage, now) for row in rows]
+
+    def score(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Record scored rows that passed every check (see ``ScoreRecord.of_prediction``)."""
+        now = datetime.now(UTC)
+        self._scored += [ScoreRecord.of_prediction(row, self._settings, now) for row in rows]
+
+    def account(self) -> None:
+        """Raise unless every input origin appears exactly once across scores and quarantine.
+
+        Raises:
+            AccountingError: Names how many are missing or duplicated, and the first few.
+        """
+        expected = Counter(self._origins)
+        seen = Counter([r.origin for r in self._scored] + [r.origin for r in self._quarantined])
+        missing = sorted(set(expected) - set(seen))
+        extra = sorted(origin for origin, count in seen.items() if count > expected.get(origin, 0))
+        if missing or extra:
+            raise AccountingError(
+                f"{len(missing)} input(s) neither scored nor quarantined (first: {missing[:3]}); "
+                f"{len(extra)} written more than once (first: {extra[:3]})"
+            )
+
+    def score_rows(self) -> list[dict[str, Any]]:
+        """The ``scores`` table rows."""
+        return [record.to_row(self.run) for record in self._scored]
+
+    def quarantine_rows(self) -> list[dict[str, Any]]:
+        """The ``quarantine`` table rows, details redacted."""
+        return [record.to_row(self.run, self.redactor) for record in self._quarantined]
+
+    def grade_distribution(self) -> dict[int, int]:
+        """Count of scored images per KL grade, every grade present."""
+        counts = Counter(record.kl_grade for record in self._scored)
+        return {grade: counts.get(grade, 0) for grade in GRADES}

@@ -15,6 +15,9 @@ from koa_core.errors import ImageReadError
 from koa_core.io.reader import read_metadata
 from koa_core.storage.files import file_sha256
 
+# Why a file could not be read: set by the manifest (header) and by ``prepare`` (pixels).
+READ_ERROR_DETAIL = "read_error_detail"
+
 
 def content_sha256(path: Path) -> str | None:
     """``file_sha256``, or None for a file over ``max_file_bytes`` (it is refused unread:
@@ -39,14 +42,14 @@ def manifest_row(path: Path, sha256: str | None = None) -> dict[str, Any]:
     try:
         row["size_bytes"] = path.stat().st_size
     except OSError as error:
-        return {**row, "read_error": "unreadable", "read_error_detail": str(error)}
+        return {**row, "read_error": "unreadable", READ_ERROR_DETAIL: str(error)}
     try:
         meta = read_metadata(path)
     except ImageReadError as error:
-        return {**row, "read_error": error.reason, "read_error_detail": error.detail}
+        return {**row, "read_error": error.reason, READ_ERROR_DETAIL: error.detail}
     metadata = meta.to_row()
     del metadata["path"]
-    return {**row, **metadata, "read_error": None, "read_error_detail": None}
+    return {**row, **metadata, "read_error": None, READ_ERROR_DETAIL: None}
 
 
 def build_manifest(

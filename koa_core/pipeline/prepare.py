@@ -18,7 +18,7 @@ import numpy.typing as npt
 from koa_core.errors import ImageReadError
 from koa_core.imaging.statistics import input_statistics
 from koa_core.io.model_input import load_model_input
-from koa_core.pipeline.manifest import with_sha256
+from koa_core.pipeline.manifest import READ_ERROR_DETAIL, with_sha256
 from koa_core.storage.files import atomic_write_bytes
 
 
@@ -28,7 +28,7 @@ class PreparedChunk:
 
     ``rows`` are the manifest rows that decoded, in the order of the array's first axis,
     each extended with ``flipped`` and the input statistics; ``failures`` are the rows that
-    did not decode, with ``reasons`` and ``detail``.
+    did not decode, with ``reasons`` and ``read_error_detail`` (the manifest's own column).
     """
 
     array_path: str
@@ -49,7 +49,7 @@ def prepare_chunk(
         try:
             model_input = load_model_input(Path(row["source_path"]), input_size)
         except ImageReadError as error:
-            failures.append({**row, "reasons": error.reason, "detail": error.detail})
+            failures.append({**row, "reasons": error.reason, READ_ERROR_DETAIL: error.detail})
             continue
         image = model_input.pixels
         statistics = input_statistics(image.astype(np.float32) / np.float32(255.0))

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from data_checks import runner
-from data_checks.runner import CheckResult, SuiteError, check_batch_level, run_suite
-from koa_core.errors import BatchFailedError
+from data_checks.runner import CheckResult, SuiteError, run_suite
 from koa_core.imaging.statistics import input_statistics
 from koa_core.imaging.transforms import preprocess
 
@@ -181,6 +180,15 @@ def test_read_error_rows_are_quarantined_with_their_error() -> None:
     }
 
 
+def test_rows_come_back_as_dicts_with_none_for_missing_values() -> None:
+    unreadable = {"source_path": "/batch/t.dcm", "read_error": "truncated"}
+    result = run_suite(pd.DataFrame([manifest_row("good"), unreadable]), "manifest")
+    (passed,), (refused,) = result.passed_rows(), result.quarantined_rows()
+    assert passed["source_path"] == "/batch/good.dcm" and passed["read_error"] is None
+    assert refused["reasons"] == "truncated" and refused["modality"] is None
+    assert run_suite(pd.DataFrame([manifest_row("good")]), "manifest").quarantined_rows() == []
+
+
 def test_batch_of_only_unreadable_files_needs_no_validation() -> None:
     frame = pd.DataFrame([{"source_path": "/batch/x.dcm", "read_error": "empty_file"}])
     result = run_suite(frame, "manifest")
@@ -315,22 +323,6 @@ def test_consistent_predictions_pass(predictions_result: CheckResult) -> None:
     assert list(predictions_result.passed.index) == [0, len(PREDICTION_FAULTS) + 1]
     assert "p_sum" not in predictions_result.passed.columns
     assert run_suite(predictions_frame(), "predictions").success
-
-
-def test_check_batch_level_passes_at_or_under_threshold() -> None:
-    check_batch_level(10, 5, 0.5)
-    check_batch_level(3, 0, 0.0)
-
-
-@pytest.mark.parametrize(
-    ("n_inputs", "n_quarantined", "match"),
-    [(0, 0, "no input files"), (10, 6, "6 of 10"), (1, 1, "1 of 1")],
-)
-def test_check_batch_level_fails_empty_or_mostly_quarantined_batch(
-    n_inputs: int, n_quarantined: int, match: str
-) -> None:
-    with pytest.raises(BatchFailedError, match=match):
-        check_batch_level(n_inputs, n_quarantined, 0.5)
 
 
 def test_data_docs_are_built_for_a_run(tmp_path: Path) -> None:

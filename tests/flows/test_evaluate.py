@@ -21,7 +21,7 @@ from koa_core.model.card import Architecture, ModelCard
 from koa_core.model.checkpoint import save_torch
 from koa_core.model.network import build_model
 from koa_core.phantom import write_kl_folders, write_nightly_batch
-from koa_core.pipeline import ledger
+from koa_core.pipeline.ledger import RunContext, ScoreRecord
 from koa_core.pipeline.manifest import build_manifest
 from koa_core.pipeline.prepare import prepare_chunk
 from koa_core.pipeline.score import score_chunk
@@ -80,9 +80,10 @@ def _score_night(day: date, paths: list[Path], version: str) -> None:
     prepared = prepare_chunk(rows, settings.runs_dir / day.isoformat(), 0, INPUT_SIZE)
     model = ModelRegistry().get(version)
     scored = score_chunk(prepared.array_path, prepared.rows, str(model.path), device="cpu")
-    run = ledger.RunContext(day, f"run-{day}", version, model.weights_sha256)
+    run = RunContext(day, f"run-{day}", version, model.weights_sha256)
     now = datetime.now(UTC)
-    table = results.build_scores_table([ledger.score_row(r, run, settings, now) for r in scored])
+    records = [ScoreRecord.of_prediction(row, settings, now) for row in scored]
+    table = results.build_scores_table([record.to_row(run) for record in records])
     results.write_partition(results.SCORES, day, table, settings.results_dir)
 
 

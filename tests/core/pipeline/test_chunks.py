@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from koa_core.pipeline.ledger import chunked, ramped
+from koa_core.pipeline.chunks import chunked, ramped
 
 
 @given(st.integers(0, 500), st.integers(1, 80), st.integers(1, 80))

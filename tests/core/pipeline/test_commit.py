@@ -1,0 +1,113 @@
+"""Committing a night: the three tables written, the batch verdict, the summary."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from koa_core.config import get_settings
+from koa_core.pipeline.commit import batch_failure, commit_night
+from koa_core.pipeline.ledger import AccountingError, NightLedger, RunContext
+from koa_core.privacy import Redactor
+from koa_core.schema import PROBABILITY_COLUMNS
+from koa_core.sources.listing import BatchListing, SourceFile
+from koa_core.storage import results
+
+DAY = date(2026, 11, 21)
+RUN = RunContext(DAY, "run-7", "v3", "f" * 64)
+# Keys the flow's callers read from its result (koa score, local_run, tests, benchmarks).
+SUMMARY_KEYS = {
+    "batch_date",
+    "run_id",
+    "model_version",
+    "n_inputs",
+    "n_scored",
+    "n_quarantined",
+    "grades",
+    "p_koa",
+    "results_dir",
+    "docs_path",
+    "status",
+    "failure",
+}
+
+
+def _ledger(n_files: int) -> NightLedger:
+    settings = get_settings()
+    files = tuple(SourceFile(Path(f"/in/{i}.dcm"), 1, f"/in/{i}.dcm") for i in range(n_files))
+    secret = settings.site_secret.get_secret_value()
+    return NightLedger(RUN, BatchListing("/in", DAY, files), settings, Redactor(secret))
+
+
+def _scored(origin: str, grade: int) -> dict[str, object]:
+    probabilities = {name: 0.2 for name in PROBABILITY_COLUMNS}
+    return {
+        "origin": origin,
+        "sha256": "a" * 64,
+        "file_format": "dicom",
+        "patient_id": "P1",
+        "flipped": False,
+        **probabilities,
+        "kl_grade": grade,
+        "p_koa": 0.6,
+        "mean": 0.5,
+        "std": 0.2,
+    }
+
+
+def test_a_committed_night_is_in_every_table_and_its_summary() -> None:
+    ledger = _ledger(3)
+    ledger.score([_scored("/in/0.dcm", 2), _scored("/in/1.dcm", 4)])
+    ledger.quarantine([{"origin": "/in/2.dcm", "reasons": "not_dicom"}], "manifest")
+    summary = commit_night(ledger, get_settings(), datetime.now(UTC), None)
+
+    root = get_settings().results_dir
+    scores = results.read_table(results.SCORES, root, DAY)
+    quarantine = results.read_table(results.QUARANTINE, root, DAY)
+    (run,) = results.read_table(results.RUNS, root, DAY).to_pylist()
+    assert sorted(scores["source_path"].to_pylist()) == ["/in/0.dcm", "/in/1.dcm"]
+    assert quarantine["stage"].to_pylist() == ["manifest"]
+    assert (run["n_inputs"], run["n_scored"], run["n_quarantined"]) == (3, 2, 1)
+    assert run["status"] == "completed" and run["model_version"] == "v3"
+    assert summary.grades == {0: 0, 1: 0, 2: 1, 3: 0, 4: 1}
+    assert summary.p_koa == pytest.approx((0.6, 0.6))
+    as_dict = summary.to_dict()
+    assert set(as_dict) == SUMMARY_KEYS
+    assert as_dict["batch_date"] == "2026-11-21" and as_dict["docs_path"] == ""
+    assert as_dict["results_dir"] == str(root) and as_dict["failure"] is None
+
+
+def test_a_mostly_quarantined_night_is_written_and_marked_failed() -> None:
+    ledger = _ledger(2)
+    ledger.quarantine([{"origin": f"/in/{i}.dcm", "reasons": "not_dicom"} for i in (0, 1)], "read")
+    summary = commit_night(ledger, get_settings(), datetime.now(UTC), Path("/docs/index.html"))
+    assert summary.failed and summary.failure is not None and "2 of 2" in summary.failure
+    root = get_settings().results_dir
+    assert results.read_table(results.QUARANTINE, root, DAY).num_rows == 2
+    assert results.read_table(results.RUNS, root, DAY)["status"].to_pylist() == ["failed"]
+    assert summary.to_dict()["docs_path"] == "/docs/index.html"
+
+
+def test_an_unaccounted_input_stops_the_commit_before_any_write() -> None:
+    ledger = _ledger(2)
+    ledger.score([_scored("/in/0.dcm", 0)])
+    with pytest.raises(AccountingError):
+        commit_night(ledger, get_settings(), datetime.now(UTC), None)
+    assert not (get_settings().results_dir / results.SCORES).exists()
+
+
+def test_batch_passes_at_or_under_threshold() -> None:
+    assert batch_failure(10, 5, 0.5) is None
+    assert batch_failure(3, 0, 0.0) is None
+
+
+@pytest.mark.parametrize(
+    ("n_inputs", "n_quarantined", "match"),
+    [(0, 0, "no input files"), (10, 6, "6 of 10"), (1, 1, "1 of 1")],
+)
+def test_batch_fails_empty_or_mostly_quarantined(
+    n_inputs: int, n_quarantined: int, match: str
+) -> None:
+    assert match in str(batch_failure(n_inputs, n_quarantined, 0.5))
