@@ -325,7 +325,7 @@ def test_write_beyond_file_size_limit_leaves_old_partition(tmp_path: Path) -> No
         text=True,
         preexec_fn=_limit_file_size,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         check=False,
     )
     assert child.returncode == 3, child.stderr
