@@ -299,7 +299,7 @@ import sys
 from pathlib import Path
 from koa_core.errors import OutputWriteError
 from koa_core.storage.results import SCORES, build_scores_table, write_partition
-from tests.core.test_results import DAY1, score_rows
+from tests.core.storage.test_results import DAY1, score_rows
 try:
     write_partition(SCORES, DAY1, build_scores_table(score_rows(DAY1, 2000, tag="new")),
                     Path(sys.argv[1]))
