@@ -57,7 +57,38 @@ class BasicBlock(nn.Module):
         return torch.relu_(out + self.downsample(x))
 
 
-class KLNet(nn.Module):
+class PooledGrader(nn.Module):
+    """What every grader shares: feature maps, global average pooling, one linear layer.
+
+    The head is linear on pooled maps, so a class-activation map is one weighted sum of
+    ``feature_maps`` with ``fc``'s weights. Subclasses build ``feature_maps``.
+    """
+
+    def _add_head(self, channels: int, drop_rate: float) -> None:
+        # Built after the feature layers: parameters are initialised in creation order,
+        # and a seeded network must stay the same network.
+        self.num_features = channels
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(channels, NUM_CLASSES)
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional maps, shape (N, ``num_features``, h, w)."""
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled features, shape (N, ``num_features``)."""
+        return self.feature_maps(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """KL 0-4 logits, shape (N, 5), from pooled features."""
+        logits: torch.Tensor = self.fc(self.dropout(features))
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class KLNet(PooledGrader):
     """ResNet for one-channel radiographs with five KL-grade logits.
 
     Args:
@@ -89,9 +120,7 @@ class KLNet(nn.Module):
             stages.append(nn.Sequential(*layers))
             channels = out_channels
         self.stages = nn.Sequential(*stages)
-        self.num_features = channels
-        self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(channels, NUM_CLASSES)
+        self._add_head(channels, drop_rate)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -103,21 +132,13 @@ class KLNet(nn.Module):
             if isinstance(module, BasicBlock):
                 nn.init.zeros_(module.bn2.weight)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally average-pooled features, shape (N, ``num_features``)."""
-        features: torch.Tensor = self.stages(self.stem(x))
-        return features.mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """KL 0-4 logits, shape (N, 5), from pooled features."""
-        logits: torch.Tensor = self.fc(self.dropout(features))
-        return logits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's maps, shape (N, ``num_features``, H/32, W/32)."""
+        maps: torch.Tensor = self.stages(self.stem(x))
+        return maps
 
 
-class PlainNet(nn.Module):
+class PlainNet(PooledGrader):
     """Stages of 3x3 convolution + BN + ReLU, each closed by a 2x2 max-pool; no stem.
 
     Full resolution in the first stage keeps the thin joint space and small osteophytes
@@ -145,28 +166,18 @@ class PlainNet(nn.Module):
                 channels = out_channels
             layers.append(nn.MaxPool2d(2))
         self.stages = nn.Sequential(*layers)
-        self.num_features = channels
-        self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(channels, NUM_CLASSES)
+        self._add_head(channels, drop_rate)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally average-pooled features, shape (N, ``num_features``)."""
-        features: torch.Tensor = self.stages(x)
-        return features.mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """KL 0-4 logits, shape (N, 5), from pooled features."""
-        logits: torch.Tensor = self.fc(self.dropout(features))
-        return logits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's maps, shape (N, ``num_features``, H/2**stages, W/2**stages)."""
+        maps: torch.Tensor = self.stages(x)
+        return maps
 
 
-GraderNet = KLNet | PlainNet
+GraderNet = PooledGrader
 ARCHITECTURES: dict[str, type[KLNet] | type[PlainNet]] = {"resnet": KLNet, "plain": PlainNet}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,9 @@ class ModelRegistry:
     def versions_dir(self) -> Path:
         return self.store.versions_dir
 
-    def register(
-        self,
-        source: Path | tuple[Path, Path],
-        *,
-        metrics: Mapping[str, Mapping[str, Any]] | None = None,
-        hyperparameters: Mapping[str, Any] | None = None,
-        data_fingerprint: Mapping[str, Any] | None = None,
-        created_at: datetime | None = None,
-    ) -> ModelVersion:
-        """A new immutable version of a trained model (see ``VersionStore.register``)."""
-        return self.store.register(
-            source,
-            metrics=metrics,
-            hyperparameters=hyperparameters,
-            data_fingerprint=data_fingerprint,
-            created_at=created_at,
-        )
+    def register(self, source: Path | tuple[Path, Path], **provenance: Any) -> ModelVersion:
+        """A new immutable version of a trained model (``VersionStore.register``'s options)."""
+        return self.store.register(source, **provenance)
 
     def list_versions(self) -> list[ModelVersion]:
         """Every registered version, oldest first."""
