@@ -19,6 +19,7 @@ from typing import IO
 import httpx
 import psutil
 
+from deployments.access import configured_auth, guard_exposure, is_loopback, with_auth
 from koa_core.config import get_settings
 from koa_core.errors import KoaError
 
@@ -32,6 +33,8 @@ WORKER_QUERY_SECONDS = 2
 LOG_TAIL_CHARS = 3000
 # serve() prints this, then the UI address, once every part is up.
 READY_PREFIX = "koa: Prefect UI at"
+# The worker and the CLI calls reach a wildcard bind through loopback.
+_WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 class PrefectServiceError(KoaError):
@@ -47,7 +50,15 @@ def prefect_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "prefect", *args]
 
 
-def service_env(home: Path, api_url: str, project_dir: Path, timezone: str) -> dict[str, str]:
+def url_host(host: str) -> str:
+    """``host`` as the authority of a URL a client can connect to (IPv6 in brackets)."""
+    host = _WILDCARD_TO_LOOPBACK.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def service_env(
+    home: Path, api_url: str, project_dir: Path, timezone: str, auth: str | None = None
+) -> dict[str, str]:
     """Environment shared by the server, the CLI calls, the worker and so every flow run.
 
     Args:
@@ -55,12 +66,14 @@ def service_env(home: Path, api_url: str, project_dir: Path, timezone: str) -> d
         api_url: The server's API root, e.g. ``http://127.0.0.1:4200/api``.
         project_dir: Checkout holding ``flows/``; the deployments' pull step enters it.
         timezone: IANA zone the schedules in ``prefect.yaml`` run in.
+        auth: ``user:password`` the server requires and every client sends; None for none.
     """
     return {
-        **os.environ,
+        **with_auth(os.environ, auth),
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_API_URL": api_url,
-        "PREFECT_UI_API_URL": api_url,
+        # Relative: a browser on another machine reaches the API where it loaded the UI from.
+        "PREFECT_UI_API_URL": "/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         # A local, often offline, service: no upgrade banners in the UI.
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
@@ -116,7 +129,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S)
 
 
 def _ensure_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         # As uvicorn does: a port left in TIME_WAIT by a stopped server is free to reuse.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -185,6 +199,10 @@ class PrefectService:
 
     Use it as a context manager: whatever started is stopped on exit, a failed start included,
     the worker before the server.
+
+    Raises:
+        ServerAuthError: On construction, if ``host`` is not loopback and ``auth`` is None, or
+            ``auth`` is malformed or weak (see ``deployments.access``).
     """
 
     def __init__(
@@ -196,15 +214,18 @@ class PrefectService:
         project_dir: Path = PROJECT_DIR,
         prefect_file: Path | None = None,
         timezone: str = "UTC",
+        auth: str | None = None,
     ) -> None:
+        guard_exposure(host, auth)
         self.home = home.resolve()
         self.host, self.port = host, port
-        self.url = f"http://{host}:{port}"
+        self.auth = auth
+        self.url = f"http://{url_host(host)}:{port}"
         self.api_url = f"{self.url}/api"
         self.project_dir = project_dir.resolve()
         self.prefect_file = (prefect_file or self.project_dir / "prefect.yaml").resolve()
         self.log_dir = self.home / "prefect" / "logs"
-        self.env = service_env(self.home, self.api_url, self.project_dir, timezone)
+        self.env = service_env(self.home, self.api_url, self.project_dir, timezone, auth)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
@@ -321,23 +342,33 @@ def serve(
 ) -> None:
     """Run the local Prefect service until Ctrl-C or SIGTERM, then stop it cleanly.
 
+    The server requires basic auth when ``KOA_SERVER_AUTH`` or ``PREFECT_SERVER_API_AUTH_STRING``
+    is set; it must be to bind anything but loopback.
+
     Args:
         home: koa data root (``Settings().home``); Prefect's database goes to ``home/prefect``.
-        host: Interface the server binds; keep loopback unless a proxy guards it.
+        host: Interface the server binds: loopback, or any other with an auth string set.
         port: Server and UI port.
         open_browser: Open the UI in the default browser once everything is up.
         prefect_file: Deployments to register (default: the checkout's ``prefect.yaml``).
 
     Raises:
+        ServerAuthError: Before anything starts: ``host`` is not loopback and no auth string is
+            set, or the one set is weak or malformed.
         PrefectServiceError: A part failed to start or died while serving.
     """
+    settings = get_settings()
+    koa_auth = settings.server_auth.get_secret_value() if settings.server_auth else None
+    auth = configured_auth(koa_auth, os.environ)
     service = PrefectService(
-        home, host, port, prefect_file=prefect_file, timezone=get_settings().timezone
+        home, host, port, prefect_file=prefect_file, timezone=settings.timezone, auth=auth
     )
     with _sigterm_as_interrupt():
         try:
             with service:
                 print(f"{READY_PREFIX} {service.url} (logs: {service.log_dir})", flush=True)
+                if not is_loopback(host):
+                    print(f"koa: listening on {host}, basic auth required", flush=True)
                 print("koa: Ctrl-C stops the worker and the server", flush=True)
                 if open_browser:
                     webbrowser.open(service.url)
@@ -358,7 +389,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--prefect-file", type=Path, default=None, help="default: prefect.yaml")
     args = parser.parse_args(argv)
     home = args.home or get_settings().home
-    serve(home, args.host, args.port, args.open, prefect_file=args.prefect_file)
+    try:
+        serve(home, args.host, args.port, args.open, prefect_file=args.prefect_file)
+    except KoaError as error:
+        parser.exit(2, f"koa: error: {error}\n")
 
 
 if __name__ == "__main__":

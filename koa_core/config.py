@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # Scheduling: the zone the cron schedules in prefect.yaml run in (`koa serve` deploys them).
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
 
+    # `koa serve`: the Prefect server's basic-auth `user:password`, required to bind beyond
+    # loopback (passed on as PREFECT_SERVER_API_AUTH_STRING); set it in the environment only.
+    server_auth: SecretStr | None = Field(
+        default=None, description="user:password for koa serve's Prefect server and UI."
+    )
+
     @property
     def incoming_dir(self) -> Path:
         return self.home / "incoming"

@@ -183,11 +183,17 @@ def demo() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback needs KOA_SERVER_AUTH.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Server and UI port.")] = 4200,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the UI.")] = False,
 ) -> None:
-    """Run the local Prefect server, work pool, deployments and a worker until Ctrl-C."""
+    """Run the local Prefect server, work pool, deployments and a worker until Ctrl-C.
+
+    Off loopback the server requires basic auth: KOA_SERVER_AUTH=user:password (or
+    PREFECT_SERVER_API_AUTH_STRING) in the environment, a password of 12 characters or more.
+    """
     from deployments.serve import serve as run_service
     from koa_core.config import get_settings
 

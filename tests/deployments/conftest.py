@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
 
+from deployments.access import KOA_AUTH_VAR
 from deployments.serve import PROJECT_DIR
 from flows.model_reports import DEFAULT_DATASET
 from tests.core.kl_fixtures import write_image_folder
@@ -20,6 +23,8 @@ TIMEZONE = "Europe/Berlin"
 PER_SPLIT = {"train": 8, "val": 4, "test": 6}
 # retrain's parameters for a run that finishes in seconds on two shared cores.
 TINY_RETRAIN = {"epochs": 1, "input_size": 64, "width": 8, "depth": [1, 1], "batch_size": 16}
+# The service under test runs guarded, as it must off loopback; fresh for each test session.
+AUTH = f"koa:{secrets.token_urlsafe(18)}"
 
 
 def real_prefect_yaml() -> dict[str, Any]:
@@ -39,13 +44,21 @@ def _deactivate_schedules() -> None:
 @pytest.fixture(scope="package")
 def koa_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """``python -m deployments.serve`` with the real prefect.yaml and a tiny labelled dataset
-    where retrain looks by default; stopped with SIGTERM after the last test, which fails the
-    run if it leaves any process behind."""
+    where retrain looks by default, its server guarded by ``AUTH`` (the tests' client sends it);
+    stopped with SIGTERM after the last test, which fails the run if it leaves any process
+    behind."""
     home = tmp_path_factory.mktemp("koa-serve") / "home"
     write_image_folder(home / "datasets" / DEFAULT_DATASET, PER_SPLIT)
     prefect_file = PROJECT_DIR / "prefect.yaml"
     # A small default input size keeps runs that leave input_size unset (the UI's) fast.
-    env = {"KOA_TIMEZONE": TIMEZONE, "KOA_INPUT_SIZE": str(TINY_RETRAIN["input_size"])}
-    with serve_process(home, prefect_file, env) as service:
+    env = {
+        "KOA_TIMEZONE": TIMEZONE,
+        "KOA_INPUT_SIZE": str(TINY_RETRAIN["input_size"]),
+        KOA_AUTH_VAR: AUTH,
+    }
+    with (
+        serve_process(home, prefect_file, env) as service,
+        temporary_settings({PREFECT_API_AUTH_STRING: AUTH}),
+    ):
         _deactivate_schedules()
         yield service

@@ -1,4 +1,5 @@
-"""The Prefect UI in a real headless Chromium: start a custom deployment run, watch it complete."""
+"""The Prefect UI in a real headless Chromium: log in to the guarded server, start a custom
+deployment run, watch it complete."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-from tests.deployments.conftest import TINY_RETRAIN
+from tests.deployments.conftest import AUTH, TINY_RETRAIN
 from tests.prefect_server import ServeProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,12 +72,25 @@ def _save_screenshot(page: Page, tmp_path: Path) -> Path:
     return path
 
 
+def _log_in(page: Page) -> None:
+    """Prefect's login form: one password field that takes the whole ``user:password``."""
+    password = page.get_by_placeholder("admin:pass")
+    expect(password).to_be_visible()
+    expect(page.get_by_role("link", name="Deployments")).to_have_count(0)  # nothing before it
+    password.fill(AUTH.replace(":", ":wrong-", 1))
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_text("Invalid credentials")).to_be_visible()
+    password.fill(AUTH)
+    page.get_by_role("button", name="Login").click()
+
+
 def test_a_custom_run_from_the_ui_completes_with_its_parameters(
     koa_serve: ServeProcess, page: Page, tmp_path: Path
 ) -> None:
     run_name = f"ui-run-{uuid4().hex[:8]}"
 
     page.goto(koa_serve.url)
+    _log_in(page)
     page.get_by_role("link", name="Deployments").click()
     # The flow has the deployment's name: only the deployment's own page link will do.
     deployment_link = page.locator("a[href*='/deployments/deployment/']")

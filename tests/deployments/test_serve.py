@@ -6,14 +6,22 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import httpx
 import pytest
 from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments import run_deployment
 from prefect.exceptions import PrefectHTTPStatusError
@@ -27,10 +35,11 @@ from deployments.serve import (
 )
 from koa_core.config import Settings
 from koa_core.storage.evaluations import read_evaluations
-from tests.deployments.conftest import TIMEZONE, TINY_RETRAIN, real_prefect_yaml
+from tests.deployments.conftest import AUTH, TIMEZONE, TINY_RETRAIN, real_prefect_yaml
 from tests.prefect_server import ServeProcess
 
 RUN_TIMEOUT_S = 300  # worker pickup, flow-run subprocess start, one epoch, two evaluations
+TASK_RUNS_TIMEOUT_S = 30
 RETRAIN = "retrain/retrain"
 NIGHTLY = "nightly-scoring/nightly-scoring"
 RETRAIN_ARTIFACT = "retrain-comparison"
@@ -52,6 +61,21 @@ def _cron_period(cron: str) -> timedelta:
     schedule = ServerCronSchedule(cron=cron, timezone="UTC")
     first, second = asyncio.run(schedule.get_dates(n=2, start=datetime(2026, 1, 1, tzinfo=UTC)))
     return timedelta(seconds=(second - first).total_seconds())
+
+
+def _task_run_names(flow_run_id: UUID, timeout: float = TASK_RUNS_TIMEOUT_S) -> set[str]:
+    """The tasks the server recorded for a run. Task run states reach it as events over the
+    flow run's authenticated websocket, then a server service writes them: poll briefly."""
+    deadline = time.monotonic() + timeout
+    run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    while True:
+        with get_client(sync_client=True) as client:
+            names = {
+                t.name.rsplit("-", 1)[0] for t in client.read_task_runs(flow_run_filter=run_filter)
+            }
+        if names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
 
 
 def test_prefect_yaml_is_valid_for_prefect() -> None:
@@ -131,6 +155,15 @@ def test_serve_registers_every_deployment_of_the_real_prefect_yaml(
 
 
 @pytest.mark.slow
+def test_the_service_s_api_answers_only_with_the_password(koa_serve: ServeProcess) -> None:
+    # The work pool, the deployments and the worker above all got in: they sent it too.
+    url = f"{koa_serve.api_url}/deployments/filter"
+    assert httpx.post(url, json={}, timeout=30).status_code == 401
+    user, password = AUTH.split(":", 1)
+    assert httpx.post(url, json={}, auth=(user, password), timeout=30).is_success
+
+
+@pytest.mark.slow
 def test_nightly_keeps_its_concurrency_settings_on_the_server(koa_serve: ServeProcess) -> None:
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(NIGHTLY)
@@ -153,6 +186,7 @@ def test_a_triggered_retrain_completes_with_its_artifact_and_evaluations_row(
         )
     [report] = [a for a in artifacts if a.key == RETRAIN_ARTIFACT]
     assert "# Retrain: challenger" in str(report.data)
+    assert _task_run_names(flow_run.id), "no task run reached the server"
     # The worker's KOA_HOME is the serve home: the row landed in its results, keyed by the run.
     rows = read_evaluations(Settings(home=koa_serve.home).results_dir).to_pylist()
     # A champion from an earlier run of this server is evaluated alongside, if there is one.
