@@ -70,6 +70,13 @@ class FileTooLargeError(ImageReadError):
     reason = "file_too_large"
 
 
+class DecompressionBombError(ImageReadError):
+    """A file that would inflate past ``max_file_bytes`` (a deflated data set, an image header
+    declaring far more pixels than its bytes can hold, a PNG text chunk over Pillow's bound)."""
+
+    reason = "decompression_bomb"
+
+
 class UnsafePathError(ImageReadError):
     """A path that escapes the batch root (a symlink pointing outside it)."""
 

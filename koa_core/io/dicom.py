@@ -19,6 +19,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.pixels.utils import get_expected_length, get_j2k_parameters, pixel_array
@@ -51,6 +53,7 @@ from koa_core.errors import (
     UnsupportedTransferSyntaxError,
 )
 from koa_core.imaging.transforms import FIELD_MM
+from koa_core.io.inflation import check_inflated_size, inflate_chunks
 from koa_core.io.record import ImageMetadata, Radiograph
 
 PREAMBLE_BYTES = 128
@@ -73,6 +76,11 @@ REDUCIBLE_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000})
 _BARE_FIRST_GROUPS = frozenset({b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08"})
 _COD_MARKER, _SOT_MARKER = 0xFF52, 0xFF90
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# The one meta element an inflated data set is handed to pydicom behind: (0002,0010)
+# TransferSyntaxUID, Explicit VR Little Endian (a UI value pads to even), so it never inflates.
+_EXPLICIT_LE_UID = ExplicitVRLittleEndian.encode("ascii") + b"\0"
+_TS_HEADER = struct.pack("<HH2sH", 0x0002, 0x0010, b"UI", len(_EXPLICIT_LE_UID))
+_INFLATED_META = _TS_HEADER + _EXPLICIT_LE_UID
 
 FloatImage = npt.NDArray[np.float32]
 
@@ -170,11 +178,46 @@ def _read_dataset(path: Path, *, pixels: bool, settings: Settings) -> Dataset:
     bare = head[PREAMBLE_BYTES:] != MAGIC
     with named_errors(path, "reading the DICOM header"):
         with _BoundedReader(path) as handle:
-            ds = dcmread(handle, stop_before_pixels=not pixels, force=bare)
+            ds = _parse(path, handle, pixels=pixels, bare=bare, limit=settings.max_file_bytes)
         if bare and not RE_VALID_UID.match(str(ds.get("SOPClassUID") or "")):
             raise NotDicomError(path, "no DICM preamble and no valid (0008,0016) SOPClassUID")
         _check_complete(path, ds)
     return ds
+
+
+def _parse(path: Path, handle: _BoundedReader, *, pixels: bool, bare: bool, limit: int) -> Dataset:
+    """``dcmread`` the file in ``handle``; a deflated data set is inflated here, bounded.
+
+    pydicom inflates (0002,0010) Deflated Explicit VR Little Endian in one unbounded
+    ``zlib.decompress``, header-only reads included; it is only handed inflated bytes.
+    """
+    preamble = read_preamble(handle, force=bare)
+    meta = _read_file_meta_info(handle)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        handle.seek(0)
+        return dcmread(handle, stop_before_pixels=not pixels, force=bare)
+    ds = dcmread(_inflated(path, handle.read(), preamble, limit), stop_before_pixels=not pixels)
+    ds.preamble, ds.file_meta = preamble, meta  # as read: (0002,0010) says Deflated again
+    return ds
+
+
+def _inflated(path: Path, deflated: bytes, preamble: bytes | None, limit: int) -> DicomBytesIO:
+    """A Part 10 stream of the data set ``deflated`` holds (PS3.5 A.5), explicit VR LE.
+
+    Its inflated size is counted first, keeping nothing, so a bomb is refused in constant
+    memory; only a data set within ``limit`` (``max_file_bytes``) is inflated into memory.
+
+    Raises:
+        DecompressionBombError: the data set inflates past ``limit``.
+    """
+    check_inflated_size(path, deflated, limit)
+    stream = DicomBytesIO()
+    stream.name = str(path)
+    stream.write((preamble or bytes(PREAMBLE_BYTES)) + MAGIC + _INFLATED_META)
+    for chunk in inflate_chunks(deflated):
+        stream.write(chunk)
+    stream.seek(0)
+    return stream
 
 
 def _check_complete(path: Path, ds: Dataset) -> None:
