@@ -6,10 +6,16 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from koa_core.errors import DecompressionBombError
+from koa_core.errors import DecompressionBombError, ImageReadError
 
 INPUT_CHUNK_BYTES = 16 * 1024
 OUTPUT_CHUNK_BYTES = 256 * 1024
+MAX_INFLATION_RATIO = 100
+"""Decoded bytes per stored byte past which an image over the limit is a bomb, not just large.
+
+Lossless codecs shrink radiographs 2-4x; a hundredfold is Apache POI's zip-bomb threshold
+(``ZipSecureFile``: an entry under 1 % of its inflated size is refused).
+"""
 
 
 def inflate_chunks(deflated: bytes) -> Iterator[bytes]:
@@ -53,3 +59,17 @@ def check_inflated_size(path: Path, deflated: bytes, limit: int) -> None:
             raise DecompressionBombError(
                 path, f"{len(deflated)} deflated bytes inflate past max_file_bytes={limit}"
             )
+
+
+def oversized_error(
+    decoded_bytes: int, stored_bytes: int, large: type[ImageReadError]
+) -> type[ImageReadError]:
+    """The error for a decode over the limit: a bomb when it expands past any radiograph.
+
+    ``decoded_bytes`` over ``MAX_INFLATION_RATIO`` times the ``stored_bytes`` they come from
+    give ``DecompressionBombError``; a lesser expansion is a legitimately large image (or a
+    header that disagrees with another) and gives ``large``.
+    """
+    if decoded_bytes > MAX_INFLATION_RATIO * max(stored_bytes, 1):
+        return DecompressionBombError
+    return large

@@ -293,7 +293,7 @@ HOSTILE_KINDS: tuple[Hostile, ...] = (
     Hostile("float_nan", "unsupported_image", _dataset_of("float.dcm", _float_nan)),
     Hostile("signed_rescaled", SCORED, _dataset_of("signed.dcm", _signed_rescaled)),
     Hostile("koa_output", "koa_output", _dataset_of("koa-output.dcm", _koa_output)),
-    Hostile("png_bomb", "dimensions_out_of_range", _bytes_of("bomb.png", _png_bomb)),
+    Hostile("png_bomb", "decompression_bomb", _bytes_of("bomb.png", _png_bomb)),
     Hostile("deflate_bomb", "decompression_bomb", _bytes_of("deflate-bomb.dcm", _deflate_bomb)),
     Hostile("gzip", "not_dicom", _bytes_of("knee.dcm.gz", _gzip)),
     Hostile("huge_sparse", "file_too_large", _huge_sparse),
