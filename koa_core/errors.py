@@ -71,8 +71,9 @@ class FileTooLargeError(ImageReadError):
 
 
 class DecompressionBombError(ImageReadError):
-    """A file that would inflate past ``max_file_bytes`` (a deflated data set, an image header
-    declaring far more pixels than its bytes can hold, a PNG text chunk over Pillow's bound)."""
+    """A file that would inflate past ``max_file_bytes``: a deflated DICOM data set, a PNG,
+    JPEG or TIFF header declaring over a hundred times its file in pixels, a PNG text chunk
+    over Pillow's bound."""
 
     reason = "decompression_bomb"
 

@@ -53,6 +53,7 @@ from koa_core.errors import (
     UnsupportedTransferSyntaxError,
 )
 from koa_core.imaging.transforms import FIELD_MM
+from koa_core.io.codestream import SIZED_SYNTAXES, codestream_size
 from koa_core.io.inflation import check_inflated_size, inflate_chunks
 from koa_core.io.record import ImageMetadata, Radiograph
 
@@ -379,7 +380,7 @@ def read_dicom_metadata(path: str | Path, *, settings: Settings | None = None) -
 
 
 def _check_pixel_data(path: Path, ds: Dataset, syntax: UID | None) -> None:
-    """Refuse float, absent, truncated or undecodable (7FE0,0010) PixelData."""
+    """Refuse float, absent, truncated, undecodable or mis-sized (7FE0,0010) PixelData."""
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         raise UnsupportedImageError(path, "float pixel data (7FE0,0008/0009) is not a radiograph")
     if "PixelData" not in ds:
@@ -396,6 +397,26 @@ def _check_pixel_data(path: Path, ds: Dataset, syntax: UID | None) -> None:
         expected, actual = get_expected_length(ds), len(ds.PixelData)
         if actual < expected:
             raise TruncatedFileError(path, f"PixelData has {actual} of {expected} bytes")
+    elif syntax in SIZED_SYNTAXES:
+        _check_codestream(path, ds, syntax)
+
+
+def _check_codestream(path: Path, ds: Dataset, syntax: UID) -> None:
+    """Refuse a JPEG or JPEG 2000 frame not sized (0028,0010) Rows x (0028,0011) Columns.
+
+    A codec allocates what its codestream declares, and only the header's size was held to
+    the limits (``_check_geometry``): once both agree, the decode is bounded by them. A
+    codestream that disagrees is not the image the header describes, whatever its size.
+    """
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    header = (int(ds.Rows), int(ds.Columns))
+    size = codestream_size(frame, syntax)
+    if size is None:
+        raise CorruptImageError(path, f"no {syntax.name} frame header gives the frame's size")
+    if size != header:
+        raise CorruptImageError(
+            path, f"the codestream is {size[0]}x{size[1]} px, the header {header[0]}x{header[1]}"
+        )
 
 
 def resolution_level(meta: ImageMetadata, target_size: int | None, max_level: int) -> int:
@@ -436,13 +457,7 @@ def _decode_reduced(path: Path, codestream: bytes, meta: ImageMetadata, level: i
     16 bits and offsets signed ones, so the stored value scale is restored here.
     """
     parameters = get_j2k_parameters(codestream)
-    try:
-        image = Image.open(io.BytesIO(codestream))
-    except Image.DecompressionBombError as error:
-        raise CorruptImageError(
-            path, f"codestream size disagrees with the header: {error}"
-        ) from error
-    with image:
+    with Image.open(io.BytesIO(codestream)) as image:
         if (
             not isinstance(image, Jpeg2KImagePlugin.Jpeg2KImageFile)
             or image.size != (meta.columns, meta.rows)
@@ -469,8 +484,9 @@ def _stored_values(
         if level > 0:
             try:
                 return _decode_reduced(path, codestream, meta, level), 2**level
-            except OSError:
-                # Pillow refuses a level some tile does not have: pydicom decodes it whole.
+            except (OSError, Image.DecompressionBombError):
+                # Pillow refuses a level some tile does not have, or more pixels than its
+                # MAX_IMAGE_PIXELS where koa's limits allow them: pydicom decodes it whole.
                 pass
     return pixel_array(ds), 1
 
