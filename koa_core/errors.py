@@ -70,6 +70,14 @@ class FileTooLargeError(ImageReadError):
     reason = "file_too_large"
 
 
+class DecompressionBombError(ImageReadError):
+    """A file that would inflate past ``max_file_bytes``: a deflated DICOM data set, a PNG,
+    JPEG or TIFF header declaring over a hundred times its file in pixels, a PNG text chunk
+    over Pillow's bound."""
+
+    reason = "decompression_bomb"
+
+
 class UnsafePathError(ImageReadError):
     """A path that escapes the batch root (a symlink pointing outside it)."""
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import shutil
+import struct
 import subprocess
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +41,8 @@ DCMTK_COMPRESSED = {
     "jpeg_ls": ("dcmcjpls", "+el"),  # JPEG-LS lossless
 }
 TRANSFER_SYNTAXES = (*NATIVE_SYNTAXES, *PYDICOM_COMPRESSED, *DCMTK_COMPRESSED)
+BOMB_BLOCK_BYTES = 2**20
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 
 
 def dcmtk_missing(syntax: str) -> str | None:
@@ -154,3 +160,42 @@ def write_dicom(path: Path, ds: Dataset | None = None, *, syntax: str = "explici
 def pydicom_test_files() -> list[Path]:
     """Every file shipped in pydicom's ``data/test_files`` (recursively; directories skipped)."""
     return sorted(path for path in PYDICOM_TEST_FILES.rglob("*") if path.is_file())
+
+
+def _part10(ds: Dataset, syntax: str) -> tuple[bytes, bytes]:
+    """``ds`` written in ``syntax``, split into (preamble and meta group, data set)."""
+    ds = copy.deepcopy(ds)
+    ds.file_meta.TransferSyntaxUID = NATIVE_SYNTAXES[syntax]
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    # (0002,0000) FileMetaInformationGroupLength: the meta bytes after its own 12.
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    return data[:meta_end], data[meta_end:]
+
+
+def deflate_bomb(ds: Dataset, inflated_bytes: int, *, in_pixel_data: bool = False) -> bytes:
+    """``ds`` as a valid deflated Part 10 file whose data set inflates to over ``inflated_bytes``.
+
+    The bulk is zeros in one OB value: (7FDF,1000) of a private block just before
+    (7FE0,0010) PixelData (a header-only read meets it), or PixelData itself. After a full
+    flush each MiB of zeros deflates (level 9) to the same ~1 KB, so the stream repeats
+    those bytes: single-layer deflate, written in milliseconds. Deflate expands at most
+    ~1032:1, so 2 GiB take ~2.1 MB; a 10 KB file cannot inflate past ~10 MB.
+    """
+    meta, _ = _part10(ds, "deflated")
+    _, dataset = _part10(ds, "explicit")
+    pixels_at = dataset.rindex(_PIXEL_DATA_TAG)
+    blocks = -(-inflated_bytes // BOMB_BLOCK_BYTES)
+    if in_pixel_data:
+        bulk = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, blocks * BOMB_BLOCK_BYTES)
+        after = b""
+    else:
+        creator = struct.pack("<HH2sH", 0x7FDF, 0x0010, b"LO", 8) + b"KOA BOMB"
+        bulk = creator + struct.pack("<HH2sHI", 0x7FDF, 0x1000, b"OB", 0, blocks * BOMB_BLOCK_BYTES)
+        after = dataset[pixels_at:]
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = deflater.compress(dataset[:pixels_at] + bulk) + deflater.flush(zlib.Z_FULL_FLUSH)
+    block = deflater.compress(bytes(BOMB_BLOCK_BYTES)) + deflater.flush(zlib.Z_FULL_FLUSH)
+    tail = deflater.compress(after) + deflater.flush()
+    return meta + head + block * blocks + tail

@@ -19,6 +19,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.pixels.utils import get_expected_length, get_j2k_parameters, pixel_array
@@ -51,6 +53,8 @@ from koa_core.errors import (
     UnsupportedTransferSyntaxError,
 )
 from koa_core.imaging.transforms import FIELD_MM
+from koa_core.io.codestream import SIZED_SYNTAXES, codestream_size
+from koa_core.io.inflation import check_inflated_size, inflate_chunks
 from koa_core.io.record import ImageMetadata, Radiograph
 
 PREAMBLE_BYTES = 128
@@ -73,6 +77,11 @@ REDUCIBLE_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000})
 _BARE_FIRST_GROUPS = frozenset({b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08"})
 _COD_MARKER, _SOT_MARKER = 0xFF52, 0xFF90
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# The one meta element an inflated data set is handed to pydicom behind: (0002,0010)
+# TransferSyntaxUID, Explicit VR Little Endian (a UI value pads to even), so it never inflates.
+_EXPLICIT_LE_UID = ExplicitVRLittleEndian.encode("ascii") + b"\0"
+_TS_HEADER = struct.pack("<HH2sH", 0x0002, 0x0010, b"UI", len(_EXPLICIT_LE_UID))
+_INFLATED_META = _TS_HEADER + _EXPLICIT_LE_UID
 
 FloatImage = npt.NDArray[np.float32]
 
@@ -170,11 +179,46 @@ def _read_dataset(path: Path, *, pixels: bool, settings: Settings) -> Dataset:
     bare = head[PREAMBLE_BYTES:] != MAGIC
     with named_errors(path, "reading the DICOM header"):
         with _BoundedReader(path) as handle:
-            ds = dcmread(handle, stop_before_pixels=not pixels, force=bare)
+            ds = _parse(path, handle, pixels=pixels, bare=bare, limit=settings.max_file_bytes)
         if bare and not RE_VALID_UID.match(str(ds.get("SOPClassUID") or "")):
             raise NotDicomError(path, "no DICM preamble and no valid (0008,0016) SOPClassUID")
         _check_complete(path, ds)
     return ds
+
+
+def _parse(path: Path, handle: _BoundedReader, *, pixels: bool, bare: bool, limit: int) -> Dataset:
+    """``dcmread`` the file in ``handle``; a deflated data set is inflated here, bounded.
+
+    pydicom inflates (0002,0010) Deflated Explicit VR Little Endian in one unbounded
+    ``zlib.decompress``, header-only reads included; it is only handed inflated bytes.
+    """
+    preamble = read_preamble(handle, force=bare)
+    meta = _read_file_meta_info(handle)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        handle.seek(0)
+        return dcmread(handle, stop_before_pixels=not pixels, force=bare)
+    ds = dcmread(_inflated(path, handle.read(), preamble, limit), stop_before_pixels=not pixels)
+    ds.preamble, ds.file_meta = preamble, meta  # as read: (0002,0010) says Deflated again
+    return ds
+
+
+def _inflated(path: Path, deflated: bytes, preamble: bytes | None, limit: int) -> DicomBytesIO:
+    """A Part 10 stream of the data set ``deflated`` holds (PS3.5 A.5), explicit VR LE.
+
+    Its inflated size is counted first, keeping nothing, so a bomb is refused in constant
+    memory; only a data set within ``limit`` (``max_file_bytes``) is inflated into memory.
+
+    Raises:
+        DecompressionBombError: the data set inflates past ``limit``.
+    """
+    check_inflated_size(path, deflated, limit)
+    stream = DicomBytesIO()
+    stream.name = str(path)
+    stream.write((preamble or bytes(PREAMBLE_BYTES)) + MAGIC + _INFLATED_META)
+    for chunk in inflate_chunks(deflated):
+        stream.write(chunk)
+    stream.seek(0)
+    return stream
 
 
 def _check_complete(path: Path, ds: Dataset) -> None:
@@ -337,7 +381,7 @@ def read_dicom_metadata(path: str | Path, *, settings: Settings | None = None) -
 
 
 def _check_pixel_data(path: Path, ds: Dataset, syntax: UID | None) -> None:
-    """Refuse float, absent, truncated or undecodable (7FE0,0010) PixelData."""
+    """Refuse float, absent, truncated, undecodable or mis-sized (7FE0,0010) PixelData."""
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         raise UnsupportedImageError(path, "float pixel data (7FE0,0008/0009) is not a radiograph")
     if "PixelData" not in ds:
@@ -354,6 +398,26 @@ def _check_pixel_data(path: Path, ds: Dataset, syntax: UID | None) -> None:
         expected, actual = get_expected_length(ds), len(ds.PixelData)
         if actual < expected:
             raise TruncatedFileError(path, f"PixelData has {actual} of {expected} bytes")
+    elif syntax in SIZED_SYNTAXES:
+        _check_codestream(path, ds, syntax)
+
+
+def _check_codestream(path: Path, ds: Dataset, syntax: UID) -> None:
+    """Refuse a JPEG or JPEG 2000 frame not sized (0028,0010) Rows x (0028,0011) Columns.
+
+    A codec allocates what its codestream declares, and only the header's size was held to
+    the limits (``_check_geometry``): once both agree, the decode is bounded by them. A
+    codestream that disagrees is not the image the header describes, whatever its size.
+    """
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    header = (int(ds.Rows), int(ds.Columns))
+    size = codestream_size(frame, syntax)
+    if size is None:
+        raise CorruptImageError(path, f"no {syntax.name} frame header gives the frame's size")
+    if size != header:
+        raise CorruptImageError(
+            path, f"the codestream is {size[0]}x{size[1]} px, the header {header[0]}x{header[1]}"
+        )
 
 
 def resolution_level(meta: ImageMetadata, target_size: int | None, max_level: int) -> int:
@@ -394,13 +458,7 @@ def _decode_reduced(path: Path, codestream: bytes, meta: ImageMetadata, level: i
     16 bits and offsets signed ones, so the stored value scale is restored here.
     """
     parameters = get_j2k_parameters(codestream)
-    try:
-        image = Image.open(io.BytesIO(codestream))
-    except Image.DecompressionBombError as error:
-        raise CorruptImageError(
-            path, f"codestream size disagrees with the header: {error}"
-        ) from error
-    with image:
+    with Image.open(io.BytesIO(codestream)) as image:
         if (
             not isinstance(image, Jpeg2KImagePlugin.Jpeg2KImageFile)
             or image.size != (meta.columns, meta.rows)
@@ -427,8 +485,9 @@ def _stored_values(
         if level > 0:
             try:
                 return _decode_reduced(path, codestream, meta, level), 2**level
-            except OSError:
-                # Pillow refuses a level some tile does not have: pydicom decodes it whole.
+            except (OSError, Image.DecompressionBombError):
+                # Pillow refuses a level some tile does not have, or more pixels than its
+                # MAX_IMAGE_PIXELS where koa's limits allow them: pydicom decodes it whole.
                 pass
     return pixel_array(ds), 1
 

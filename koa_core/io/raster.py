@@ -14,6 +14,7 @@ from koa_core.errors import (
     BitDepthError,
     ColourImageError,
     CorruptImageError,
+    DecompressionBombError,
     DimensionsOutOfRangeError,
     ImageReadError,
     NotDicomError,
@@ -21,6 +22,7 @@ from koa_core.errors import (
     UnsupportedImageError,
 )
 from koa_core.io.dicom import check_file_size
+from koa_core.io.inflation import oversized_error
 from koa_core.io.record import ImageMetadata, Radiograph
 
 FILE_FORMATS = {"PNG": "png", "JPEG": "jpeg", "TIFF": "tiff"}
@@ -30,6 +32,11 @@ GREY_TOLERANCE = 2
 """Largest channel spread (8-bit levels) of a grey image stored as RGB: JPEG's colour
 conversion leaves +-1 on exactly grey pixels."""
 MAX_16_BIT = 65535
+DECODED_BYTES_PER_PIXEL = 4
+"""What one pixel may cost decoded: float32 output, and Pillow's widest mode read (RGBA, I)."""
+# Pillow's bounds on what one PNG text or ICC profile chunk (zTXt, iTXt, iCCP) and all
+# text together may inflate to; its ValueError names the one that was exceeded.
+_PILLOW_TEXT_BOUNDS = ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")
 _LEFT = frozenset({"l", "left", "lt"})
 _RIGHT = frozenset({"r", "right", "rt"})
 
@@ -63,20 +70,26 @@ def _info_spacing(image: Image.Image) -> tuple[float, float] | None:
     return (spacing, spacing) if np.isfinite(spacing) and spacing > 0 else None
 
 
-def _check_size(path: Path, image: Image.Image, settings: Settings) -> None:
+def _check_size(path: Path, image: Image.Image, file_bytes: int, settings: Settings) -> None:
     """Refuse sizes over the limits from the header alone, before any pixel is decoded.
 
-    The minimum is not applied: public KL-graded datasets ship 224 px crops; the nightly
+    A decode over ``max_file_bytes`` is a decompression bomb when the file is a hundredth
+    of it or less (``koa_core.io.inflation.oversized_error``), else a large image. The
+    minimum is not applied: public KL-graded datasets ship 224 px crops; the nightly
     manifest checks apply ``min_image_px`` to raster rows.
     """
     columns, rows = image.size
+    decoded = rows * columns * DECODED_BYTES_PER_PIXEL
+    if decoded > settings.max_file_bytes:
+        error = oversized_error(decoded, file_bytes, DimensionsOutOfRangeError)
+        raise error(
+            path,
+            f"{rows}x{columns} px decode to {decoded} bytes from {file_bytes}, over "
+            f"max_file_bytes={settings.max_file_bytes}",
+        )
     high = settings.max_image_px
     if not (0 < rows <= high and 0 < columns <= high):
         raise DimensionsOutOfRangeError(path, f"{rows}x{columns} px outside 1-{high} px")
-    if rows * columns * 4 > settings.max_file_bytes:
-        raise DimensionsOutOfRangeError(
-            path, f"{rows}x{columns} px exceed max_file_bytes={settings.max_file_bytes}"
-        )
 
 
 def _bits(path: Path, image: Image.Image) -> int:
@@ -107,22 +120,32 @@ def _metadata(path: Path, image: Image.Image, file_format: str) -> ImageMetadata
     )
 
 
+def _is_text_bomb(error: Exception) -> bool:
+    """Whether Pillow refused a PNG chunk for inflating past one of its text bounds."""
+    return isinstance(error, ValueError) and any(b in str(error) for b in _PILLOW_TEXT_BOUNDS)
+
+
 def _open(path: Path, settings: Settings) -> Image.Image:
     """Open ``path`` lazily (the header only) and check its size before anything decodes."""
-    check_file_size(path, settings)
+    file_bytes = check_file_size(path, settings)
     try:
         image = Image.open(path)
     except Image.DecompressionBombError as error:
-        raise DimensionsOutOfRangeError(path, str(error)) from error
+        # Pillow refuses past 2 * MAX_IMAGE_PIXELS: the least this header declares.
+        least = (2 * (Image.MAX_IMAGE_PIXELS or 0) + 1) * DECODED_BYTES_PER_PIXEL
+        error_class = oversized_error(least, file_bytes, DimensionsOutOfRangeError)
+        raise error_class(path, str(error)) from error
     except UnidentifiedImageError as error:
         raise NotDicomError(path, f"neither DICOM nor an image Pillow reads: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
+        if _is_text_bomb(error):
+            raise DecompressionBombError(path, f"a PNG chunk inflates too far: {error}") from error
         raise CorruptImageError(path, f"unreadable image header: {error}") from error
     if image.format not in FILE_FORMATS:
         image.close()
         raise UnsupportedImageError(path, f"{image.format} images are not read")
     try:
-        _check_size(path, image, settings)
+        _check_size(path, image, file_bytes, settings)
     except ImageReadError:
         image.close()
         raise
@@ -159,6 +182,15 @@ def _grey_values(path: Path, image: Image.Image) -> FloatImage:
     return np.ascontiguousarray(colour.mean(axis=-1), dtype=np.float32)
 
 
+def _undecodable(path: Path, error: OSError | ValueError) -> ImageReadError:
+    """The named error for pixel data Pillow could not decode (chunks after IDAT included)."""
+    detail = str(error)
+    if _is_text_bomb(error):
+        return DecompressionBombError(path, f"a PNG chunk inflates too far: {detail}")
+    cls = TruncatedFileError if "truncated" in detail else CorruptImageError
+    return cls(path, f"undecodable image data: {detail}")
+
+
 def read_raster(
     path: str | Path, target_size: int | None = None, *, settings: Settings | None = None
 ) -> Radiograph:
@@ -182,7 +214,5 @@ def read_raster(
         except (EOFError, SyntaxError) as error:
             raise TruncatedFileError(path, f"image data ends early: {error}") from error
         except (OSError, ValueError) as error:
-            detail = str(error)
-            cls = TruncatedFileError if "truncated" in detail else CorruptImageError
-            raise cls(path, f"undecodable image data: {detail}") from error
+            raise _undecodable(path, error) from error
     return Radiograph(pixels=pixels, meta=meta)

@@ -26,10 +26,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from tests.dicom_factory import deflate_bomb
 from tests.reliability.helpers import knee_templates
 
 SCORED = "scored"
 HUGE_SPARSE_BYTES = 64 * 2**30  # a 64 GiB file that takes no disk space
+DEFLATE_BOMB_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,14 @@ def _png_bomb() -> bytes:
     )
 
 
+def _deflate_bomb() -> bytes:
+    """A valid deflated DICOM of ~2.3 MB whose data set inflates to 2 GiB of zeros.
+
+    Deflate expands at most ~1032:1: no single-layer file of 10 KB inflates past ~10 MB.
+    """
+    return deflate_bomb(_template("deflate-bomb"), DEFLATE_BOMB_BYTES)
+
+
 def _gzip() -> bytes:
     return gzip.compress(_dicom_bytes(_template("gz")))
 
@@ -283,7 +293,8 @@ HOSTILE_KINDS: tuple[Hostile, ...] = (
     Hostile("float_nan", "unsupported_image", _dataset_of("float.dcm", _float_nan)),
     Hostile("signed_rescaled", SCORED, _dataset_of("signed.dcm", _signed_rescaled)),
     Hostile("koa_output", "koa_output", _dataset_of("koa-output.dcm", _koa_output)),
-    Hostile("png_bomb", "dimensions_out_of_range", _bytes_of("bomb.png", _png_bomb)),
+    Hostile("png_bomb", "decompression_bomb", _bytes_of("bomb.png", _png_bomb)),
+    Hostile("deflate_bomb", "decompression_bomb", _bytes_of("deflate-bomb.dcm", _deflate_bomb)),
     Hostile("gzip", "not_dicom", _bytes_of("knee.dcm.gz", _gzip)),
     Hostile("huge_sparse", "file_too_large", _huge_sparse),
     Hostile("name_spaces", SCORED, _valid("knee image  01 .dcm")),

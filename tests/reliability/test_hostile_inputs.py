@@ -28,6 +28,7 @@ from tests.reliability.hostile import HOSTILE_KINDS, SCORED, Hostile
 # makes koa hash 64 GiB, allocate a 65535^2 frame or recurse without end.
 MAX_SECONDS_PER_FILE = 5.0
 MAX_TRACED_BYTES_PER_FILE = 64 * 2**20
+MAX_CPU_SECONDS_PER_BOMB = 1.0
 
 
 @pytest.fixture
@@ -117,3 +118,25 @@ def test_each_file_is_settled_in_bounded_time_and_memory(
         assert peak < MAX_TRACED_BYTES_PER_FILE, f"{hostile.kind}: {peak / 2**20:.0f} MiB"
         if row["read_error"] is not None:
             assert row["read_error"] == hostile.expected
+
+
+def test_a_2_gib_deflate_bomb_is_quarantined_in_a_second_and_64_mib(tmp_path: Path) -> None:
+    """Issue 15: the deflated data set is counted as it inflates and refused past the limit.
+
+    The file is ~2.3 MB (deflate's ~1032:1 ceiling; the issue's 10 KB is out of reach) and
+    the limit the default ``max_file_bytes``. The second is CPU time: this machine is shared,
+    and the bound is on the work the file costs (inflating 512 MiB once, ~0.45 s here).
+    """
+    (bomb,) = (hostile for hostile in HOSTILE_KINDS if hostile.kind == "deflate_bomb")
+    (path,) = bomb.write(tmp_path, tmp_path)
+    tracemalloc.start()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    row = manifest_row(path)
+    cpu = time.process_time() - cpu_started
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert row["read_error"] == "decompression_bomb"
+    assert cpu < MAX_CPU_SECONDS_PER_BOMB, f"{cpu:.2f} s of CPU"
+    assert elapsed < MAX_SECONDS_PER_FILE, f"{elapsed:.1f} s"
+    assert peak < MAX_TRACED_BYTES_PER_FILE, f"{peak / 2**20:.0f} MiB"

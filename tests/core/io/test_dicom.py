@@ -11,8 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, BasicTextSRStorage
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import MPEG2MPML, BasicTextSRStorage, JPEG2000Lossless
 
 from koa_core.config import Settings
 from koa_core.errors import (
@@ -31,6 +31,7 @@ from koa_core.errors import (
     UnsupportedTransferSyntaxError,
 )
 from koa_core.imaging.transforms import preprocess
+from koa_core.io.codestream import codestream_size
 from koa_core.io.dicom import read_dicom, read_dicom_metadata, resolution_level
 from koa_core.io.record import ImageMetadata
 from tests.dicom_factory import (
@@ -225,6 +226,55 @@ def test_jpeg2000_reduced_monochrome1_is_still_bone_bright(tmp_path: Path) -> No
         assert radiograph.decode_scale == 4
         inputs.append(preprocess(radiograph.pixels, "R", 224).pixels)
     np.testing.assert_allclose(inputs[0], inputs[1], atol=2 / 255)
+
+
+# -- codestreams: a codec decodes only the size the header was checked for -----------------
+
+SIZED_SYNTAXES = ("jpeg2000", "jpeg_ls", "jpeg_lossless")
+_SIZE_FIELDS = {  # the marker giving each frame's size, where it holds (rows, columns), how
+    "jpeg2000": (b"\xff\x51", 6, ">2I", True),  # SIZ: Xsiz, Ysiz (columns first)
+    "jpeg_ls": (b"\xff\xf7", 5, ">2H", False),  # SOF55
+    "jpeg_lossless": (b"\xff\xc3", 5, ">2H", False),  # SOF3
+}
+
+
+def _resized(path: Path, syntax: str, rows: int, columns: int) -> Path:
+    """The file at ``path`` with its frame's own SIZ or SOF size set to ``rows`` x ``columns``."""
+    marker, offset, layout, columns_first = _SIZE_FIELDS[syntax]
+    ds = pydicom.dcmread(path)
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    size = (columns, rows) if columns_first else (rows, columns)
+    struct.pack_into(layout, frame, frame.index(marker) + offset, *size)
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target_size", [None, 64])
+@pytest.mark.parametrize(("rows", "columns"), [(40000, 40000), (321, 288)])
+@pytest.mark.parametrize("syntax", SIZED_SYNTAXES)
+def test_a_codestream_sized_unlike_its_header_is_refused_before_decoding(
+    tmp_path: Path, syntax: str, rows: int, columns: int, target_size: int | None
+) -> None:
+    """A 320 x 288 header over a codestream claiming 40000 x 40000 (3.2 GB) or one row more."""
+    written = write_dicom(tmp_path / "k.dcm", syntax=_syntax_or_skip(syntax))
+    path = _resized(written, syntax, rows, columns)
+    assert read_dicom_metadata(path).rows == 320  # the header alone is fine
+    with pytest.raises(CorruptImageError, match=f"codestream is {rows}x{columns} px"):
+        read_dicom(path, target_size=target_size)
+
+
+def test_a_jp2_wrapper_is_walked_to_its_codestream_and_a_zero_length_box_refused() -> None:
+    """DICOM forbids JP2 wrappers; a (jp2c) box is still read, a box of length 0 before it is
+    refused: pydicom's own JP2 walk never ends on one."""
+    signature = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+    siz = b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">4I", 288, 320, 0, 0)
+    ftyp = struct.pack(">I4s", 20, b"ftyp") + b"jp2 " + bytes(8)
+    jp2c = struct.pack(">I4s", 0, b"jp2c") + siz
+    assert codestream_size(signature + ftyp + jp2c, JPEG2000Lossless) == (320, 288)
+    looping = signature + struct.pack(">I4s", 0, b"ftyp") + jp2c
+    assert codestream_size(looping, JPEG2000Lossless) is None
 
 
 # -- bad files: every kind raises its named error ---------------------------------------

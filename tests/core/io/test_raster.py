@@ -15,6 +15,7 @@ from koa_core.config import Settings
 from koa_core.errors import (
     BitDepthError,
     ColourImageError,
+    DecompressionBombError,
     DimensionsOutOfRangeError,
     ImageReadError,
     UnsupportedImageError,
@@ -121,8 +122,61 @@ def test_a_png_decompression_bomb_is_refused_without_decoding(tmp_path: Path) ->
         + _png_chunk(b"IEND", b"")
     )
     for read in (read_raster_metadata, read_raster):
-        with pytest.raises(DimensionsOutOfRangeError):
+        with pytest.raises(DecompressionBombError) as raised:
             read(path)
+        assert raised.value.reason == "decompression_bomb"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("blank", DecompressionBombError), ("noise", DimensionsOutOfRangeError)],
+)
+def test_a_decode_over_max_file_bytes_is_a_bomb_only_from_a_tiny_file(
+    tmp_path: Path, content: str, expected: type[ImageReadError]
+) -> None:
+    """1000 x 1000 px decode to 4 MB: from ~1 KB of blank that is a bomb, from ~1 MB a big image."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1000, 1000), np.uint8) if content == "noise" else None
+    path = tmp_path / f"{content}.png"
+    Image.fromarray(np.zeros((1000, 1000), np.uint8) if pixels is None else pixels).save(path)
+    with pytest.raises(expected, match="over max_file_bytes"):
+        read_raster_metadata(path, settings=Settings(max_file_bytes=2 * 2**20))
+
+
+def test_pillows_own_bomb_refusal_of_a_large_file_stays_a_large_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses past 2 x MAX_IMAGE_PIXELS whatever the file; ~90 KB of noise is no bomb."""
+    path = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 300), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.raises(DimensionsOutOfRangeError, match="decompression bomb DOS"):
+        read_raster_metadata(path)
+
+
+def _with_chunk(png: bytes, chunk: bytes, before_idat: bool) -> bytes:
+    at = png.index(b"IDAT") - 4 if before_idat else png.rindex(b"IEND") - 4
+    return png[:at] + chunk + png[at:]
+
+
+@pytest.mark.parametrize("before_idat", [True, False], ids=["before_idat", "after_idat"])
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        _png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(bytes(4 * 2**20), 9)),
+        _png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(4 * 2**20), 9)),
+    ],
+    ids=["zTXt", "iCCP"],
+)
+def test_a_png_chunk_inflating_past_pillows_bound_is_a_bomb(
+    tmp_path: Path, chunk: bytes, before_idat: bool
+) -> None:
+    """4 MiB of zeros in a 4 KB compressed text or ICC chunk: Pillow stops at 1 MiB."""
+    path = tmp_path / "knee.png"
+    Image.fromarray(_grey(8)).save(path)
+    path.write_bytes(_with_chunk(path.read_bytes(), chunk, before_idat))
+    with pytest.raises(DecompressionBombError, match="MAX_TEXT_CHUNK"):
+        read_raster(path)
 
 
 def test_a_truncated_png_raises_a_named_error(tmp_path: Path) -> None:
