@@ -318,11 +318,22 @@ def _rename_legacy_partitions(table_dir: Path) -> None:
     for old in sorted(table_dir.glob("batch_date=*")):
         match = _LEGACY_PARTITION.fullmatch(old.name)
         if match:
-            # rename() refuses a non-empty target: two copies of a night stop the write loudly.
-            old.rename(old.with_name(match.group(1)))
+            _rename_legacy(old, old.with_name(match.group(1)))
             renamed = True
     if renamed:
         fsync_directory(table_dir)
+
+
+def _rename_legacy(old: Path, new: Path) -> None:
+    try:
+        old.rename(new)
+    except OSError as exc:
+        # rename() refuses a non-empty target: an older koa wrote this night again.
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise OutputWriteError(
+            new, f"{old.name} beside it holds the same night (an older koa wrote it): keep one"
+        ) from exc
 
 
 def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
