@@ -452,7 +452,7 @@ def analyst_reads(directory: Path) -> dict[str, pd.DataFrame]:
     return {
         "pandas": pd.read_parquet(directory),
         "polars": pl.read_parquet(directory / "**/*.parquet").to_pandas(),
-        "duckdb": duckdb.sql(
+        "duckdb": duckdb.execute(
             f"select * from read_parquet('{directory}/**/*.parquet', hive_partitioning=true)"
         ).df(),
     }
@@ -476,7 +476,7 @@ def test_batch_date_is_a_date_in_every_reader(tmp_path: Path, table_name: str) -
     assert {type(day) for day in pandas} == {date} and set(pandas) == {DAY1, DAY2}
     polars = pl.read_parquet(directory / "**/*.parquet")["batch_date"]
     assert polars.dtype == pl.Date and set(polars) == {DAY1, DAY2}
-    duck = duckdb.sql(
+    duck = duckdb.execute(
         "select distinct typeof(batch_date), batch_date "
         f"from read_parquet('{directory}/**/*.parquet', hive_partitioning=true) order by 2"
     ).fetchall()
