@@ -1,4 +1,35 @@
-"""Results tables (scores, quarantine, runs): Parquet schemas and atomic partition writes."""
+"""Results tables (scores, quarantine, runs): Parquet schemas and atomic partition writes.
+
+Layout under ``results_root`` (``Settings().results_dir``)::
+
+    scores/YYYY-MM-DD/part-0.parquet         one partition per nightly batch
+    quarantine/YYYY-MM-DD/part-0.parquet
+    runs/YYYY-MM-DD/<run_id>.parquet         one small file per run
+    _work/                                   temp and aside dirs, lock files
+
+``batch_date`` is a date32 column inside every file and nowhere else: the partition
+directories are named by the bare date, with no ``key=`` for a reader to turn into a
+second, differently typed column. Measured (pandas 3.1, polars 2.1, duckdb 2.0, pyarrow
+26) with ``pd.read_parquet(DIR)``, ``pl.read_parquet(DIR/**/*.parquet)`` and duckdb
+``read_parquet('DIR/**/*.parquet', hive_partitioning=true)``::
+
+    layout                          pandas                    polars      duckdb
+    batch_date=D/, column in file   ArrowTypeError (merge)    Date        DATE
+    batch_date=D/, no column        category of str           no column   DATE
+    night=D/, column in file        date + `night` category   Date        DATE + `night`
+    D/, column in file (chosen)     date                      Date        DATE
+
+Directories named ``batch_date=D`` (koa before this layout) are renamed to ``D`` under
+the table's lock by the first write or ``recover`` that touches the table; ``read_table``
+reads either, since it takes ``batch_date`` from the files. ``_work`` lives beside the
+datasets rather than inside them: duckdb's ``*/*.parquet`` glob and polars' directory
+scan do not skip ``_``- or ``.``-prefixed directories (verified), so a leftover from a
+crash inside ``scores/`` would be read as data.
+
+Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS`` and
+``RUNS_COLUMNS`` (render them with ``columns_markdown``); the descriptions also travel
+in each Parquet field's metadata.
+"""
 
 from __future__ import annotations
 
@@ -24,36 +55,6 @@ import pyarrow.parquet as pq
 from koa_core.errors import KoaError, OutputWriteError
 from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.storage.files import fsync_directory
-
-# Layout under ``results_root`` (``Settings().results_dir``)::
-#
-#     scores/YYYY-MM-DD/part-0.parquet         one partition per nightly batch
-#     quarantine/YYYY-MM-DD/part-0.parquet
-#     runs/YYYY-MM-DD/<run_id>.parquet         one small file per run
-#     _work/                                   temp and aside dirs, lock files
-#
-# ``batch_date`` is a date32 column inside every file and nowhere else: the partition
-# directories are named by the bare date, with no ``key=`` for a reader to turn into a
-# second, differently typed column. Measured (pandas 3.1, polars 2.1, duckdb 2.0, pyarrow
-# 26) with ``pd.read_parquet(DIR)``, ``pl.read_parquet(DIR/**/*.parquet)`` and duckdb
-# ``read_parquet('DIR/**/*.parquet', hive_partitioning=true)``:
-#
-#     layout                          pandas                    polars      duckdb
-#     batch_date=D/, column in file   ArrowTypeError (merge)    Date        DATE
-#     batch_date=D/, no column        category of str           no column   DATE
-#     night=D/, column in file        date + `night` category   Date        DATE + `night`
-#     D/, column in file (chosen)     date                      Date        DATE
-#
-# Directories named ``batch_date=D`` (koa before this layout) are renamed to ``D`` under
-# the table's lock by the first write or ``recover`` that touches the table; ``read_table``
-# reads either, since it takes ``batch_date`` from the files. ``_work`` lives beside the
-# datasets rather than inside them: duckdb's ``*/*.parquet`` glob and polars' directory
-# scan do not skip ``_``- or ``.``-prefixed directories (verified), so a leftover from a
-# crash inside ``scores/`` would be read as data.
-#
-# Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS`` and
-# ``RUNS_COLUMNS`` (render them with ``columns_markdown``); the descriptions also travel
-# in each Parquet field's metadata.
 
 
 class SchemaMismatchError(KoaError, ValueError):
