@@ -79,7 +79,11 @@ def run_koa(*args: str, home: Path) -> Run:
     ]
     for reader in readers:
         reader.start()
-    run.returncode = child.wait(timeout=COMMAND_TIMEOUT_S)
+    try:
+        run.returncode = child.wait(timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
     run.exited_at = time.monotonic() - start
     for reader in readers:
         reader.join()
