@@ -1,20 +1,30 @@
-"""Run the nightly flow from a terminal, with a progress bar fed by the flow's own log records."""
+"""Run the nightly flow from a terminal: a progress bar, full logs in a file, a prompt exit."""
 
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.logs import MessageOnly, logging_config
 from flows.nightly import PROGRESS_KEY, nightly_scoring
+from flows.runners import log_workers_to
+
+# Longest wait for Prefect's log and event workers to deliver what they hold.
+DRAIN_TIMEOUT_S = 10.0
 
 
 class _ProgressHandler(logging.Handler):
@@ -51,8 +61,21 @@ def prefect_api() -> Iterator[None]:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield
     finally:
+        drain_prefect_workers()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def drain_prefect_workers() -> None:
+    """Deliver what Prefect's log and event workers hold, and stop them, while the API is up.
+
+    Left to themselves they drain at interpreter exit: after a temporary server has
+    stopped, the log worker then retries it for over a minute before printing
+    ``--- Error logging to API ---``. Prefect's own test harness drains them the same way
+    before it stops its server. A record logged in a flow run after this starts a new worker.
+    """
+    APILogWorker.drain_all(timeout=DRAIN_TIMEOUT_S)
+    EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_S)
 
 
 def run_nightly_with_progress(
@@ -76,3 +99,38 @@ def run_nightly_with_progress(
         finally:
             logger.removeHandler(handler)
     return summary
+
+
+def log_to_file(home: Path, command: str, console: Console) -> Path:
+    """Send this run's log records to a new file under ``home/logs``; warnings to ``console``.
+
+    Covers this process (koa, Prefect, the LocalCluster's scheduler and nannies) and the
+    Dask workers it starts from now on. Prefect's console handler is replaced: its INFO
+    records (flow and task states, the temporary server) go to the file only.
+
+    Args:
+        home: The data root (``Settings().home``).
+        command: Names the file: ``<command>-<UTC time>.log``.
+        console: Where warnings and errors are shown (above any progress bar).
+
+    Returns:
+        The log file's absolute path.
+    """
+    log_file = (home / "logs" / f"{command}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.log").resolve()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    config = logging_config(log_file)
+    log_workers_to(config)
+    config["formatters"]["message"] = {"()": MessageOnly}
+    # rich prints records above the progress bar instead of through it.
+    config["handlers"]["terminal"] = {
+        "()": RichHandler,
+        "console": console,
+        "show_time": False,
+        "show_path": False,
+        "level": "WARNING",
+        "filters": ["quiet_dask"],
+        "formatter": "message",
+    }
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)
+    return log_file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.config
 from prefect_dask.task_runners import DaskTaskRunner
 
@@ -45,3 +47,19 @@ def dask_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
             "local_directory": str(settings.home / "dask"),
         },
     )
+
+
+def log_workers_to(config: dict[str, Any]) -> None:
+    """Start LocalCluster workers from now on with this ``logging.config.dictConfig``.
+
+    A worker process sets up its logging once, when it imports distributed, from the
+    Dask config its environment holds: so the config travels as
+    ``DASK_DISTRIBUTED__LOGGING`` (a dict literal, which Dask parses and hands to
+    ``dictConfig``) in the nanny's pre-spawn environment. Without it a worker logs
+    warnings to stderr and drops its INFO records. The scheduler and the nannies run in
+    this process and follow its logging.
+
+    Args:
+        config: A dictConfig made of literals only (``repr`` must round-trip it).
+    """
+    dask.config.set({"distributed.nanny.pre-spawn-environ.DASK_DISTRIBUTED__LOGGING": repr(config)})

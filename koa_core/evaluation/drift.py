@@ -219,9 +219,7 @@ def read_scores_window(results_root: Path, start: date, end: date) -> pa.Table:
     directory = results_root / results.SCORES
     if not directory.is_dir():
         return schema.empty_table()
-    dataset = ds.dataset(
-        directory, format="parquet", schema=schema, partitioning=results.HIVE_PARTITIONING
-    )
+    dataset = ds.dataset(directory, format="parquet", schema=schema)
     day = ds.field("batch_date")
     table = dataset.to_table(filter=(day >= start) & (day <= end))
     return table.sort_by([("batch_date", "ascending"), ("source_path", "ascending")])

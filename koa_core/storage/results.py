@@ -1,4 +1,35 @@
-"""Results tables (scores, quarantine, runs): Parquet schemas and atomic partition writes."""
+"""Results tables (scores, quarantine, runs): Parquet schemas and atomic partition writes.
+
+Layout under ``results_root`` (``Settings().results_dir``)::
+
+    scores/YYYY-MM-DD/part-0.parquet         one partition per nightly batch
+    quarantine/YYYY-MM-DD/part-0.parquet
+    runs/YYYY-MM-DD/<run_id>.parquet         one small file per run
+    _work/                                   temp and aside dirs, lock files
+
+``batch_date`` is a date32 column inside every file and nowhere else: the partition
+directories are named by the bare date, with no ``key=`` for a reader to turn into a
+second, differently typed column. Measured (pandas 3.1, polars 2.1, duckdb 2.0, pyarrow
+26) with ``pd.read_parquet(DIR)``, ``pl.read_parquet(DIR/**/*.parquet)`` and duckdb
+``read_parquet('DIR/**/*.parquet', hive_partitioning=true)``::
+
+    layout                          pandas                    polars      duckdb
+    batch_date=D/, column in file   ArrowTypeError (merge)    Date        DATE
+    batch_date=D/, no column        category of str           no column   DATE
+    night=D/, column in file        date + `night` category   Date        DATE + `night`
+    D/, column in file (chosen)     date                      Date        DATE
+
+Directories named ``batch_date=D`` (koa before this layout) are renamed to ``D`` under
+the table's lock by the first write or ``recover`` that touches the table; ``read_table``
+reads either, since it takes ``batch_date`` from the files. ``_work`` lives beside the
+datasets rather than inside them: duckdb's ``*/*.parquet`` glob and polars' directory
+scan do not skip ``_``- or ``.``-prefixed directories (verified), so a leftover from a
+crash inside ``scores/`` would be read as data.
+
+Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS`` and
+``RUNS_COLUMNS`` (render them with ``columns_markdown``); the descriptions also travel
+in each Parquet field's metadata.
+"""
 
 from __future__ import annotations
 
@@ -25,27 +56,6 @@ from koa_core.errors import KoaError, OutputWriteError
 from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.storage.files import fsync_directory
 
-# Layout under ``results_root`` (``Settings().results_dir``)::
-#
-#     scores/batch_date=YYYY-MM-DD/part-0.parquet      one partition per nightly batch
-#     quarantine/batch_date=YYYY-MM-DD/part-0.parquet
-#     runs/batch_date=YYYY-MM-DD/<run_id>.parquet       one small file per run
-#     _work/                                            temp and aside dirs, lock files
-#
-# ``batch_date`` is a hive partition key AND a column inside every file, because pyarrow,
-# polars and duckdb disagree on how they type partition keys. ``_work`` lives beside the
-# datasets rather than inside them: duckdb's ``*/*.parquet`` glob and polars' directory scan
-# do not skip ``_``- or ``.``-prefixed directories (verified), so a leftover from a crash
-# inside ``scores/`` would be read as data. Read with any of::
-#
-#     pyarrow.dataset.dataset("scores", partitioning=HIVE_PARTITIONING, schema=scores_schema())
-#     duckdb: read_parquet('scores/*/*.parquet', hive_partitioning=true)
-#     polars.scan_parquet("scores", hive_partitioning=True)
-#
-# Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS`` and
-# ``RUNS_COLUMNS`` (render them with ``columns_markdown``); the descriptions also travel
-# in each Parquet field's metadata.
-
 
 class SchemaMismatchError(KoaError, ValueError):
     """Rows or a table that do not fit a results schema; the message names the column."""
@@ -69,7 +79,8 @@ PARTITION_FILE = "part-0.parquet"
 QUARANTINE_STAGES = ("read", "manifest", "model_input", "predictions")
 RUN_STATUSES = ("running", "completed", "failed")
 LOCK_TIMEOUT_S = 600.0
-HIVE_PARTITIONING = ds.partitioning(pa.schema([("batch_date", pa.date32())]), flavor="hive")
+# How koa named partitions before they were named by the bare date.
+_LEGACY_PARTITION = re.compile(r"batch_date=(\d{4}-\d{2}-\d{2})")
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 _BATCH_DATE = Column("batch_date", pa.date32(), False, "Nightly batch date (also the partition).")
@@ -230,7 +241,7 @@ def _column_array(table_name: str, field: pa.Field, values: list[Any]) -> pa.Arr
 
 
 def write_partition(table_name: str, batch_date: date, table: pa.Table, results_root: Path) -> Path:
-    """Replace one ``batch_date=`` partition of a results dataset atomically.
+    """Replace one partition (``<table>/YYYY-MM-DD/``) of a results dataset atomically.
 
     The new partition is written and fsynced under ``results_root/_work`` (same
     filesystem), then swapped in with one ``renameat2(RENAME_EXCHANGE)`` where the
@@ -257,7 +268,7 @@ def write_partition(table_name: str, batch_date: date, table: pa.Table, results_
     if table_name == RUNS:
         raise ValueError("the runs table is written one run at a time: use append_run_summary")
     _check_table(table_name, batch_date, table)
-    final = results_root / table_name / _partition_name(batch_date)
+    final = partition_dir(results_root, table_name, batch_date)
     try:
         with _locked(results_root, table_name) as work:
             _recover(results_root, table_name)
@@ -274,10 +285,12 @@ def recover(results_root: Path, table_name: str) -> None:
 
     ``write_partition`` does this first; a flow may also call it at start so that a
     night hidden by a crash between the two fallback renames reappears before any
-    reader looks.
+    reader looks. It also renames the table's ``batch_date=YYYY-MM-DD`` partitions,
+    written by koa before partitions were named by the bare date, to ``YYYY-MM-DD``.
 
     Raises:
-        OutputWriteError: The work directory could not be cleared.
+        OutputWriteError: The work directory could not be cleared, or a legacy partition
+            could not be renamed (e.g. both ``batch_date=D`` and ``D`` hold files).
     """
     try:
         with _locked(results_root, table_name):
@@ -297,6 +310,31 @@ def _recover(results_root: Path, table_name: str) -> None:
             shutil.rmtree(leftover)
         else:
             leftover.unlink()
+    _rename_legacy_partitions(results_root / table_name)
+
+
+def _rename_legacy_partitions(table_dir: Path) -> None:
+    """``batch_date=YYYY-MM-DD`` -> ``YYYY-MM-DD``, one atomic rename per partition."""
+    renamed = False
+    for old in sorted(table_dir.glob("batch_date=*")):
+        match = _LEGACY_PARTITION.fullmatch(old.name)
+        if match:
+            _rename_legacy(old, old.with_name(match.group(1)))
+            renamed = True
+    if renamed:
+        fsync_directory(table_dir)
+
+
+def _rename_legacy(old: Path, new: Path) -> None:
+    try:
+        old.rename(new)
+    except OSError as exc:
+        # rename() refuses a non-empty target: an older koa wrote this night again.
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise OutputWriteError(
+            new, f"{old.name} beside it holds the same night (an older koa wrote it): keep one"
+        ) from exc
 
 
 def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
@@ -307,7 +345,7 @@ def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
         results_root: ``Settings().results_dir``.
 
     Returns:
-        The file ``runs/batch_date=.../<run_id>.parquet``.
+        The file ``runs/YYYY-MM-DD/<run_id>.parquet``.
 
     Raises:
         SchemaMismatchError: A value that does not fit the runs schema or an unsafe run id.
@@ -316,7 +354,7 @@ def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
     if not _SAFE_NAME.fullmatch(summary.run_id):
         raise SchemaMismatchError(f"runs.run_id {summary.run_id!r} is not a safe file name")
     table = build_table(RUNS, [asdict(summary)])
-    final = results_root / RUNS / _partition_name(summary.batch_date) / f"{summary.run_id}.parquet"
+    final = partition_dir(results_root, RUNS, summary.batch_date) / f"{summary.run_id}.parquet"
     try:
         with _locked(results_root, RUNS) as work:
             _recover(results_root, RUNS)
@@ -333,6 +371,9 @@ def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
 def read_table(table_name: str, results_root: Path, batch_date: date | None = None) -> pa.Table:
     """Read a results table (one partition or all), typed by its schema and sorted.
 
+    ``batch_date`` comes from the files, not the folder names, so partitions in the
+    legacy ``batch_date=YYYY-MM-DD`` folders read the same until a write renames them.
+
     Args:
         table_name: ``"scores"``, ``"quarantine"`` or ``"runs"``.
         results_root: ``Settings().results_dir``.
@@ -346,7 +387,7 @@ def read_table(table_name: str, results_root: Path, batch_date: date | None = No
     directory = results_root / table_name
     if not directory.is_dir():
         return schema.empty_table()
-    dataset = ds.dataset(directory, format="parquet", schema=schema, partitioning=HIVE_PARTITIONING)
+    dataset = ds.dataset(directory, format="parquet", schema=schema)
     filter_ = ds.field("batch_date") == batch_date if batch_date is not None else None
     table = dataset.to_table(filter=filter_)
     return table.sort_by([("batch_date", "ascending"), (_SORT_KEYS[table_name], "ascending")])
@@ -371,8 +412,9 @@ def _check_table(table_name: str, batch_date: date, table: pa.Table) -> None:
         )
 
 
-def _partition_name(batch_date: date) -> str:
-    return f"batch_date={batch_date.isoformat()}"
+def partition_dir(results_root: Path, table_name: str, batch_date: date) -> Path:
+    """The folder of one night's partition: ``results_root/<table>/YYYY-MM-DD``."""
+    return results_root / table_name / batch_date.isoformat()
 
 
 @contextmanager

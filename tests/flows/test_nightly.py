@@ -147,12 +147,11 @@ def test_pandas_polars_and_duckdb_read_the_dataset_with_types(
 ) -> None:
     _run(dask_cluster)
     scores_dir = get_settings().results_dir / results.SCORES
-    # pandas infers the partition key as a string and clashes with the date column in the
-    # files, so analysts pass koa's partitioning (the README says so).
-    frame = pd.read_parquet(scores_dir, partitioning=results.HIVE_PARTITIONING)
+    # Each reader's first read as the README prints it: no koa partitioning, no options.
+    frame = pd.read_parquet(scores_dir)
     assert frame["p_koa"].dtype == "float32" and frame["kl_grade"].dtype == "int8"
     assert set(frame["batch_date"]) == {BATCH_DATE}
-    polars = pl.read_parquet(scores_dir / "**/*.parquet", hive_partitioning=False)
+    polars = pl.read_parquet(scores_dir / "**/*.parquet")
     assert polars.schema["batch_date"] == pl.Date
     assert polars.schema["scored_at"] == pl.Datetime("us", "UTC")
     rows = duckdb.sql(

@@ -161,7 +161,7 @@ def stable(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
 
 def partition_files(table_name: str, batch_date: date = BATCH_DATE) -> list[str]:
     """The file names inside one live partition directory (empty when there is none)."""
-    folder = get_settings().results_dir / table_name / f"batch_date={batch_date.isoformat()}"
+    folder = results.partition_dir(get_settings().results_dir, table_name, batch_date)
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from koa_core.cli.app import app
+from koa_core.cli.app import app, demo_query
 from koa_core.io.reader import read_radiograph
 
 runner = CliRunner()
@@ -111,3 +112,18 @@ def test_preview_writes_the_model_input(
     assert image.shape == (128, 128) and image.dtype == np.uint8
     assert image.std() > 10
     assert f"mirrored: {laterality == 'L'}" in output
+
+
+@pytest.mark.parametrize("folder", ["plain", "with space", "odd $HOME `x` \"q\" 'a'"])
+def test_demo_query_runs_as_printed_from_anywhere(tmp_path: Path, folder: str) -> None:
+    from tests.core.storage.test_results import DAY1, write_scores
+
+    results = tmp_path / folder / "results"
+    write_scores(results, DAY1, 4, tag="a")
+    query = demo_query(results, DAY1)
+    printed = subprocess.run(
+        query, shell=True, cwd="/", capture_output=True, text=True, timeout=60, check=False
+    )
+    assert printed.returncode == 0, printed.stderr
+    images = [row.split("│")[2] for row in printed.stdout.splitlines() if row.count("│") == 4]
+    assert sum(int(cell) for cell in images if cell.strip().isdigit()) == 4

@@ -18,6 +18,7 @@ from koa_core.evaluation.drift import (
     ks_test,
     population_stability_index,
     psi_bin_edges,
+    read_scores_window,
     reference_table,
     window_reports,
 )
@@ -120,3 +121,17 @@ def test_markdown_flags_the_drifted_variable() -> None:
     text = drift_markdown([report], DriftThresholds())
     assert "**DRIFT**" in text and "| input_mean | 300 | 400 |" in text
     assert report.to_dict()["drifted"] is True
+
+
+def test_the_window_reads_the_nights_in_it_from_either_folder_layout(tmp_path: Path) -> None:
+    from tests.core.storage.test_results import write_scores
+
+    nights = [date(2026, 1, day) for day in (1, 2, 3)]
+    for night, n in zip(nights, (2, 3, 4), strict=True):
+        write_scores(tmp_path, night, n, tag=str(night))
+    # The first night in the folder older koa wrote, not yet renamed by a write.
+    first = tmp_path / "scores" / "2026-01-01"
+    first.rename(first.with_name("batch_date=2026-01-01"))
+
+    window = read_scores_window(tmp_path, nights[0], nights[1])
+    assert window["batch_date"].to_pylist() == [nights[0]] * 2 + [nights[1]] * 3

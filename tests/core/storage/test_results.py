@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -23,6 +24,7 @@ import pytest
 
 from koa_core.errors import OutputWriteError
 from koa_core.storage import results
+from koa_core.storage.evaluations import EVALUATIONS, evaluations_schema, write_evaluation
 from koa_core.storage.results import (
     QUARANTINE,
     SCORES,
@@ -85,25 +87,19 @@ def work_leftovers(root: Path) -> list[str]:
 
 
 def read_all_ways(root: Path) -> dict[str, list[str]]:
-    """source_path per reader: pyarrow dataset, duckdb hive glob, polars directory scan."""
+    """source_path per reader: koa, pyarrow dataset, pandas, duckdb and polars globs."""
     scores = root / SCORES
-    dataset = ds.dataset(
-        scores,
-        format="parquet",
-        partitioning=results.HIVE_PARTITIONING,
-        schema=results.scores_schema(),
-    )
+    dataset = ds.dataset(scores, format="parquet", schema=results.scores_schema())
     duck = duckdb.execute(
-        f"SELECT source_path FROM read_parquet('{scores}/*/*.parquet', hive_partitioning=true) "
+        f"SELECT source_path FROM read_parquet('{scores}/**/*.parquet', hive_partitioning=true) "
         "ORDER BY 1"
     ).fetchall()
     return {
         "koa": read_scores(root).column("source_path").to_pylist(),
         "pyarrow": sorted(dataset.to_table().column("source_path").to_pylist()),
+        "pandas": sorted(pd.read_parquet(scores)["source_path"]),
         "duckdb": [r[0] for r in duck],
-        "polars": sorted(
-            pl.scan_parquet(scores, hive_partitioning=True).collect()["source_path"].to_list()
-        ),
+        "polars": sorted(pl.read_parquet(scores / "**/*.parquet")["source_path"].to_list()),
     }
 
 
@@ -170,11 +166,12 @@ def test_round_trip_types_in_every_reader(tmp_path: Path) -> None:
 
     duck = duckdb.execute(
         f"SELECT typeof(batch_date), typeof(p_kl0), typeof(kl_grade), typeof(scored_at), count(*) "
-        f"FROM read_parquet('{tmp_path / SCORES}/*/*.parquet', hive_partitioning=true) GROUP BY ALL"
+        f"FROM read_parquet('{tmp_path / SCORES}/**/*.parquet', hive_partitioning=true) "
+        "GROUP BY ALL"
     ).fetchall()
     assert duck == [("DATE", "FLOAT", "TINYINT", "TIMESTAMP WITH TIME ZONE", 7)]
 
-    frame = pl.scan_parquet(tmp_path / SCORES, hive_partitioning=True).collect()
+    frame = pl.read_parquet(tmp_path / SCORES / "**/*.parquet")
     assert frame.schema["batch_date"] == pl.Date
     assert frame.schema["p_koa"] == pl.Float32
     assert frame.schema["kl_grade"] == pl.Int8
@@ -330,7 +327,7 @@ def test_write_beyond_file_size_limit_leaves_old_partition(tmp_path: Path) -> No
     )
     assert child.returncode == 3, child.stderr
     path, message = child.stdout.splitlines()[:2]
-    assert path == str(tmp_path / SCORES / "batch_date=2024-03-01")
+    assert path == str(tmp_path / SCORES / "2024-03-01")
     assert "EFBIG" in message
     assert all(len(p) == 2 for p in read_all_ways(tmp_path).values())
     assert work_leftovers(tmp_path) == []
@@ -403,3 +400,141 @@ def test_reading_before_any_write_gives_an_empty_typed_table(tmp_path: Path) -> 
     table = read_table(QUARANTINE, tmp_path)
     assert table.num_rows == 0
     assert table.schema.equals(results.table_schema(QUARANTINE))
+
+
+def quarantine_rows(batch_date: date, n: int) -> list[dict[str, Any]]:
+    at = datetime(2024, 3, 2, 1, tzinfo=UTC)
+    return [
+        {
+            "batch_date": batch_date,
+            "source_path": f"/incoming/{batch_date}/bad{i}.dcm",
+            "stage": "read",
+            "reasons": "not_dicom",
+            "run_id": "run-a",
+            "quarantined_at": at,
+        }
+        for i in range(n)
+    ]
+
+
+def evaluation_rows(evaluation_id: str) -> list[dict[str, Any]]:
+    metrics = ("accuracy", "balanced_accuracy", "macro_f1", "mae", "ece")
+    return [
+        {
+            "evaluation_id": evaluation_id,
+            "evaluated_at": datetime(2024, 3, 3, tzinfo=UTC),
+            "model_version": "v1",
+            "role": "monitored",
+            "data_fingerprint": "sha256:" + "0" * 64,
+            "split": "test",
+            "n": 10,
+            **dict.fromkeys(metrics, 0.5),
+            "promoted": False,
+            "decision_reason": "monitoring only",
+            "report_dir": "/reports/e1",
+        }
+    ]
+
+
+def write_every_table(root: Path) -> None:
+    """Two nights of scores, quarantine and runs, and one evaluation, by koa's writers."""
+    for day in (DAY1, DAY2):
+        write_scores(root, day, 3, tag=str(day))
+        write_partition(QUARANTINE, day, build_table(QUARANTINE, quarantine_rows(day, 2)), root)
+        append_run_summary(
+            replace(run_summary(f"run-{day}", "completed", True), batch_date=day), root
+        )
+    write_evaluation("e1", evaluation_rows("e1"), root)
+
+
+def analyst_reads(directory: Path) -> dict[str, pd.DataFrame]:
+    """What an analyst's first read returns in each reader: nothing of koa is involved."""
+    return {
+        "pandas": pd.read_parquet(directory),
+        "polars": pl.read_parquet(directory / "**/*.parquet").to_pandas(),
+        "duckdb": duckdb.execute(
+            f"select * from read_parquet('{directory}/**/*.parquet', hive_partitioning=true)"
+        ).df(),
+    }
+
+
+@pytest.mark.parametrize("table_name", [SCORES, QUARANTINE, results.RUNS, EVALUATIONS])
+def test_every_reader_sees_exactly_the_documented_columns(tmp_path: Path, table_name: str) -> None:
+    write_every_table(tmp_path)
+    schema = evaluations_schema() if table_name == EVALUATIONS else results.table_schema(table_name)
+    rows = {SCORES: 6, QUARANTINE: 4, results.RUNS: 2, EVALUATIONS: 1}[table_name]
+    for reader, frame in analyst_reads(tmp_path / table_name).items():
+        assert sorted(frame.columns) == sorted(schema.names), reader
+        assert len(frame) == rows, reader
+
+
+@pytest.mark.parametrize("table_name", [SCORES, QUARANTINE, results.RUNS])
+def test_batch_date_is_a_date_in_every_reader(tmp_path: Path, table_name: str) -> None:
+    write_every_table(tmp_path)
+    directory = tmp_path / table_name
+    pandas = pd.read_parquet(directory)["batch_date"]
+    assert {type(day) for day in pandas} == {date} and set(pandas) == {DAY1, DAY2}
+    polars = pl.read_parquet(directory / "**/*.parquet")["batch_date"]
+    assert polars.dtype == pl.Date and set(polars) == {DAY1, DAY2}
+    duck = duckdb.execute(
+        "select distinct typeof(batch_date), batch_date "
+        f"from read_parquet('{directory}/**/*.parquet', hive_partitioning=true) order by 2"
+    ).fetchall()
+    assert duck == [("DATE", DAY1), ("DATE", DAY2)]
+
+
+def to_legacy_layout(root: Path, table_name: str) -> list[str]:
+    """Rename a table's partitions to ``batch_date=YYYY-MM-DD``, as koa used to write them."""
+    for partition in sorted((root / table_name).iterdir()):
+        partition.rename(partition.with_name(f"batch_date={partition.name}"))
+    return sorted(p.name for p in (root / table_name).iterdir())
+
+
+def partition_names(root: Path, table_name: str) -> list[str]:
+    return sorted(p.name for p in (root / table_name).iterdir())
+
+
+def test_legacy_partitions_are_read_and_renamed_by_the_first_write(tmp_path: Path) -> None:
+    write_scores(tmp_path, DAY1, 3, tag="old")
+    append_run_summary(run_summary("run-1", "completed", finished=True), tmp_path)
+    assert to_legacy_layout(tmp_path, SCORES) == ["batch_date=2024-03-01"]
+    to_legacy_layout(tmp_path, results.RUNS)
+    assert read_scores(tmp_path, DAY1).num_rows == 3
+    assert read_table(results.RUNS, tmp_path).num_rows == 1
+
+    write_scores(tmp_path, DAY2, 2, tag="new")
+    assert partition_names(tmp_path, SCORES) == ["2024-03-01", "2024-03-02"]
+    for reader, paths in read_all_ways(tmp_path).items():
+        assert len(paths) == 5, reader
+    append_run_summary(
+        replace(run_summary("run-2", "completed", finished=True), batch_date=DAY2), tmp_path
+    )
+    assert partition_names(tmp_path, results.RUNS) == ["2024-03-01", "2024-03-02"]
+    assert set(pd.read_parquet(tmp_path / results.RUNS)["run_id"]) == {"run-1", "run-2"}
+    assert work_leftovers(tmp_path) == []
+
+
+def test_recover_renames_legacy_partitions_and_restores_a_legacy_aside_one(
+    tmp_path: Path,
+) -> None:
+    for day in (DAY1, DAY2):
+        write_partition(QUARANTINE, day, build_table(QUARANTINE, quarantine_rows(day, 2)), tmp_path)
+    to_legacy_layout(tmp_path, QUARANTINE)
+    # A crash of the old writer between its two fallback renames left DAY2 aside in _work.
+    aside = tmp_path / results.WORK_DIR / QUARANTINE / "batch_date=2024-03-02.0a1b.old"
+    (tmp_path / QUARANTINE / "batch_date=2024-03-02").rename(aside)
+
+    results.recover(tmp_path, QUARANTINE)
+    assert partition_names(tmp_path, QUARANTINE) == ["2024-03-01", "2024-03-02"]
+    assert sorted(set(pd.read_parquet(tmp_path / QUARANTINE)["batch_date"])) == [DAY1, DAY2]
+    assert work_leftovers(tmp_path) == []
+
+
+def test_two_copies_of_a_night_stop_the_write_and_keep_both(tmp_path: Path) -> None:
+    write_scores(tmp_path, DAY1, 3, tag="legacy")
+    to_legacy_layout(tmp_path, SCORES)
+    shutil.copytree(tmp_path / SCORES / "batch_date=2024-03-01", tmp_path / SCORES / "2024-03-01")
+
+    with pytest.raises(OutputWriteError, match="batch_date=2024-03-01 beside it holds the same"):
+        write_scores(tmp_path, DAY2, 1, tag="new")
+    assert partition_names(tmp_path, SCORES) == ["2024-03-01", "batch_date=2024-03-01"]
