@@ -13,25 +13,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from koa_core.cli.models import evaluate_command, models_app, train_command
+from koa_core.cli.progress import progress_bar
 
 app = typer.Typer(help="koa: nightly knee-osteoarthritis (KL grade) scoring of knee radiographs.")
 console = Console(stderr=True)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.add_typer(models_app, name="models")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def _say(text: str) -> None:
@@ -65,7 +55,7 @@ def phantoms(
     if file_format not in ("dicom", "png"):
         raise typer.BadParameter("format must be 'dicom' or 'png'", param_hint="--format")
     sizes = {"size_px": _size_range(size_px)} if size_px else {}
-    with _progress() as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("phantoms", total=n + (bad if layout == "nightly" else 0))
 
         def advance(count: int = 1) -> None:

@@ -10,15 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
+from koa_core.cli.progress import progress_bar
 from koa_core.errors import KoaError
 
 if TYPE_CHECKING:
@@ -102,19 +97,6 @@ def _load_progress(progress: Progress) -> Any:
     return update
 
 
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=err,
-        # The bars vanish when done: a summary (or a one-line error) follows them.
-        transient=True,
-    )
-
-
 def train_command(
     data: Annotated[Path, typer.Option(help="Dataset folder (image folders or labels table).")],
     labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
@@ -152,7 +134,7 @@ def train_command(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     with clear_errors():
-        with _progress_bar() as progress:
+        with progress_bar(err, status=True, transient=True) as progress:
             challenger = train_challenger(
                 config,
                 data,
