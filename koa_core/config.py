@@ -40,8 +40,13 @@ class Settings(BaseSettings):
     keep_staged_files: bool = False
     dicomweb_url: str | None = None
 
-    # Patient data: ids are keyed-hashed with this secret unless raw ids are enabled.
-    site_secret: SecretStr = SecretStr("koa-default-site-secret-change-me")
+    # Patient data: ids are keyed-hashed with the site secret unless raw ids are enabled. With
+    # neither secret setting, koa creates one under ``secrets_dir`` on first use (there is no
+    # default key: a public one would make every pseudonym reversible by a dictionary).
+    site_secret: SecretStr | None = None
+    site_secret_file: Path | None = Field(
+        default=None, description="File holding the site secret (instead of KOA_SITE_SECRET)."
+    )
     emit_raw_patient_ids: bool = False
 
     # Training / promotion
@@ -79,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
 
 
 @lru_cache(maxsize=1)

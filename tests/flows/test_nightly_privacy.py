@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from koa_core.config import get_settings
 from koa_core.phantom import write_nightly_batch
-from koa_core.privacy import pseudonymise
+from koa_core.privacy import pseudonymise, site_secret
 from koa_core.storage import results
 from tests.flows.models import register_tiny_champion
 
@@ -106,7 +106,7 @@ def _leaks(texts: list[str], phantom_ids: list[str]) -> list[str]:
 
 def test_logs_artifacts_and_details_carry_pseudonyms_only(night: Path, dask_cluster: str) -> None:
     summary = _run(dask_cluster)
-    root, secret = get_settings().results_dir, get_settings().site_secret.get_secret_value()
+    root, secret = get_settings().results_dir, site_secret(get_settings())
     scores = results.read_table(results.SCORES, root, BATCH_DATE)
     quarantine = results.read_table(results.QUARANTINE, root, BATCH_DATE).to_pylist()
     phantom_ids = [f"KOA41-{index:06d}" for index in range(2)]

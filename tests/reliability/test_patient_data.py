@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogHandler
 
 from koa_core.config import get_settings
-from koa_core.privacy import pseudonymise
+from koa_core.privacy import pseudonymise, site_secret
 from koa_core.sources.staging import staging_dir_for
 from koa_core.storage import results
 from tests.orthanc import run_orthanc
@@ -86,7 +86,7 @@ def test_dicomweb_night_keeps_patient_data_out_of_every_output(
     assert summary["n_inputs"] == n_inputs and tables["scores"].num_rows == 2
     assert tables["quarantine"].num_rows == 1
 
-    secret = settings.site_secret.get_secret_value()
+    secret = site_secret(settings)
     expected_keys = {pseudonymise(pid, secret) for pid in PATIENT_IDS}
     assert set(tables["scores"]["patient_key"].to_pylist()) == expected_keys
     assert _leaks([text for table in tables.values() for text in _texts(table)]) == []

@@ -10,7 +10,7 @@ import pytest
 from koa_core.config import get_settings
 from koa_core.pipeline.commit import batch_failure, commit_night
 from koa_core.pipeline.ledger import AccountingError, NightLedger, RunContext
-from koa_core.privacy import Redactor
+from koa_core.privacy import Redactor, site_secret
 from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.sources.listing import BatchListing, SourceFile
 from koa_core.storage import results
@@ -37,7 +37,7 @@ SUMMARY_KEYS = {
 def _ledger(n_files: int) -> NightLedger:
     settings = get_settings()
     files = tuple(SourceFile(Path(f"/in/{i}.dcm"), 1, f"/in/{i}.dcm") for i in range(n_files))
-    secret = settings.site_secret.get_secret_value()
+    secret = site_secret(settings)
     return NightLedger(RUN, BatchListing("/in", DAY, files), settings, Redactor(secret))
 
 
