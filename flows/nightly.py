@@ -145,7 +145,7 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     version = ModelRegistry().get(model_ref)
     run = RunContext(day, _run_id(), version.version, version.weights_sha256)
     started = datetime.now(UTC)
-    run_dir = settings.runs_dir / day.isoformat() / run.run_id
+    run_dir = run.log_dir(settings.runs_dir)
     for table in (results.SCORES, results.QUARANTINE):
         results.recover(settings.results_dir, table)
     listing = pull(source, day, staging_dir_for(day, settings))
@@ -189,7 +189,7 @@ def _process(
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
     header_chunks = read_headers.map(list(chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
-    ledger.redactor.learn_rows(manifest)
+    ledger.learn_headers(manifest)
     checked = run_suite(
         pd.DataFrame(manifest),
         "manifest",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +49,10 @@ class Settings(BaseSettings):
         default=None, description="File holding the site secret (instead of KOA_SITE_SECRET)."
     )
     emit_raw_patient_ids: bool = False
+    path_identifier_pattern: str | None = Field(
+        default=None,
+        description="Regex; source_path components it matches are pseudonymised (re.search).",
+    )
 
     # Training / promotion
     promotion_min_qwk_gain: float = 0.005
@@ -64,6 +69,16 @@ class Settings(BaseSettings):
 
     # Scheduling: the zone the cron schedules in prefect.yaml run in (`koa serve` deploys them).
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
+
+    @field_validator("path_identifier_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from error
+        return pattern
 
     @property
     def incoming_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from uuid import UUID
 
@@ -22,7 +23,14 @@ from koa_core.privacy import pseudonymise, site_secret
 from koa_core.sources.staging import staging_dir_for
 from koa_core.storage import results
 from tests.orthanc import run_orthanc
-from tests.reliability.helpers import BATCH_DATE, knee_templates, outcome, report, run_nightly
+from tests.reliability.helpers import (
+    BATCH_DATE,
+    knee_templates,
+    outcome,
+    real_paths,
+    report,
+    run_nightly,
+)
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 PATIENT_IDS = ("PID-7734-XYZ", "PID-0042-QRS")
@@ -76,13 +84,13 @@ def test_dicomweb_night_keeps_patient_data_out_of_every_output(
         name: results.read_table(name, root, BATCH_DATE)
         for name in (results.SCORES, results.QUARANTINE, results.RUNS)
     }
-    night = outcome(
-        [
-            *tables["scores"]["source_path"].to_pylist(),
-            *tables["quarantine"]["source_path"].to_pylist(),
-        ]
-    )
+    frames = [tables[name].to_pandas() for name in (results.SCORES, results.QUARANTINE)]
+    night = outcome([path for frame in frames for path in real_paths(frame)])
     report("patient data", night)
+    # Each instance is named by its path after the server root, and traced by its WADO-RS URL.
+    names = [name for frame in frames for name in frame["source_path"]]
+    assert all(re.fullmatch(r"studies/[\d.]+/series/[\d.]+/instances/[\d.]+", n) for n in names)
+    assert all(path.startswith("http") for frame in frames for path in real_paths(frame))
     assert summary["n_inputs"] == n_inputs and tables["scores"].num_rows == 2
     assert tables["quarantine"].num_rows == 1
 
