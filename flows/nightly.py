@@ -30,7 +30,7 @@ from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest, with_sha256
 from koa_core.pipeline.prepare import PreparedChunk, prepare_chunk
 from koa_core.pipeline.score import score_chunk
-from koa_core.privacy import Redactor
+from koa_core.privacy import Redactor, site_secret
 from koa_core.registry import ModelRegistry, ModelVersion
 from koa_core.sources.listing import BatchListing
 from koa_core.sources.pull import pull_batch
@@ -145,14 +145,14 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     version = ModelRegistry().get(model_ref)
     run = RunContext(day, _run_id(), version.version, version.weights_sha256)
     started = datetime.now(UTC)
-    run_dir = settings.runs_dir / day.isoformat() / run.run_id
+    run_dir = run.log_dir(settings.runs_dir)
     for table in (results.SCORES, results.QUARANTINE):
         results.recover(settings.results_dir, table)
     listing = pull(source, day, staging_dir_for(day, settings))
     logger.info(
         "batch %s: %d files, %d rejected unread", day, len(listing.files), len(listing.rejected)
     )
-    ledger = NightLedger(run, listing, settings, Redactor(settings.site_secret.get_secret_value()))
+    ledger = NightLedger(run, listing, settings, Redactor(site_secret(settings)))
     with redacted_logs(ledger.redactor):
         docs_path = _process(settings, ledger, listing, run_dir, version)
         summary = commit_night(ledger, settings, started, docs_path)
@@ -189,7 +189,7 @@ def _process(
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
     header_chunks = read_headers.map(list(chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
-    ledger.redactor.learn_rows(manifest)
+    ledger.learn_headers(manifest)
     checked = run_suite(
         pd.DataFrame(manifest),
         "manifest",
@@ -281,7 +281,7 @@ def _submit_chunk(
     settings: Settings, chunk: Rows, index: int, scratch: Path, model: tuple[str, int]
 ) -> tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]:
     # The chunk's own patients only: a worker compiles (and is sent) a small redactor.
-    redactor = Redactor(settings.site_secret.get_secret_value())
+    redactor = Redactor(site_secret(settings))
     redactor.learn_rows(chunk)
     model_dir, input_size = model
     prepared = prepare.submit(Sealed(chunk), str(scratch), index, input_size, redactor)

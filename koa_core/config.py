@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,9 +41,18 @@ class Settings(BaseSettings):
     keep_staged_files: bool = False
     dicomweb_url: str | None = None
 
-    # Patient data: ids are keyed-hashed with this secret unless raw ids are enabled.
-    site_secret: SecretStr = SecretStr("koa-default-site-secret-change-me")
+    # Patient data: ids are keyed-hashed with the site secret unless raw ids are enabled. With
+    # neither secret setting, koa creates one under ``secrets_dir`` on first use (there is no
+    # default key: a public one would make every pseudonym reversible by a dictionary).
+    site_secret: SecretStr | None = None
+    site_secret_file: Path | None = Field(
+        default=None, description="File holding the site secret (instead of KOA_SITE_SECRET)."
+    )
     emit_raw_patient_ids: bool = False
+    path_identifier_pattern: str | None = Field(
+        default=None,
+        description="Regex; source_path components it matches are pseudonymised (re.search).",
+    )
 
     # Training / promotion
     promotion_min_qwk_gain: float = 0.005
@@ -66,6 +76,16 @@ class Settings(BaseSettings):
         default=None, description="user:password for koa serve's Prefect server and UI."
     )
 
+    @field_validator("path_identifier_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from error
+        return pattern
+
     @property
     def incoming_dir(self) -> Path:
         return self.home / "incoming"
@@ -85,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
 
 
 @lru_cache(maxsize=1)

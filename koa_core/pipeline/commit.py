@@ -9,6 +9,7 @@ from typing import Any
 
 from koa_core.config import Settings
 from koa_core.pipeline.ledger import NightLedger
+from koa_core.pipeline.source_paths import PATH_MAP_FILE, write_path_map
 from koa_core.storage import results
 
 
@@ -79,9 +80,12 @@ def commit_night(
 ) -> NightSummary:
     """Check the ledger's accounting, replace the night's partitions, append its runs row.
 
+    The map from each ``source_path`` back to its real path is written first, to the run's
+    own folder (``RunContext.log_dir``): no row is ever written that operators cannot trace.
+
     Args:
         ledger: Every input of the night, scored or quarantined.
-        settings: Supplies ``results_dir`` and ``max_quarantine_share``.
+        settings: Supplies ``results_dir``, ``runs_dir`` and ``max_quarantine_share``.
         started: When the run started (the runs row's ``started_at``).
         docs_path: The manifest checks' Data Docs, if any were built.
 
@@ -93,6 +97,7 @@ def commit_night(
     """
     ledger.account()
     run, root = ledger.run, settings.results_dir
+    write_path_map(run.log_dir(settings.runs_dir) / PATH_MAP_FILE, ledger.real_paths())
     scores, quarantine = ledger.score_rows(), ledger.quarantine_rows()
     results.write_partition(
         results.SCORES, run.batch_date, results.build_scores_table(scores), root

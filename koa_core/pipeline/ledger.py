@@ -3,7 +3,8 @@
 Every input of a batch ends up in exactly one of two tables: ``scores`` (one row per scored
 image) or ``quarantine`` (one row per input that could not be scored, with its reasons).
 ``NightLedger`` collects both from every stage and ``account`` checks that promise before
-anything is written.
+anything is written. Rows name their input by ``source_path``, free of patient identifiers
+(``koa_core.pipeline.source_paths``); ``real_paths`` maps it back for the operators.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from koa_core.config import Settings
 from koa_core.errors import KoaError
 from koa_core.imaging.transforms import PREPROCESS_VERSION
 from koa_core.pipeline.manifest import READ_ERROR_DETAIL
-from koa_core.privacy import Redactor, patient_key
+from koa_core.pipeline.source_paths import SourceIdentity, source_paths
+from koa_core.privacy import Redactor, patient_key, site_secret
 from koa_core.schema import GRADES, PROBABILITY_COLUMNS
 from koa_core.sources.listing import BatchListing
 
@@ -35,6 +38,10 @@ class RunContext:
     run_id: str
     model_version: str
     weights_sha256: str
+
+    def log_dir(self, runs_dir: Path) -> Path:
+        """The run's own folder, for operators only: ``<runs_dir>/YYYY-MM-DD/<run id>``."""
+        return runs_dir / self.batch_date.isoformat() / self.run_id
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,11 @@ class QuarantineRecord:
         detail = row.get(READ_ERROR_DETAIL)
         return cls(row["origin"], row.get("sha256"), stage, row["reasons"], detail, at)
 
-    def to_row(self, run: RunContext, redactor: Redactor) -> dict[str, Any]:
+    def to_row(self, run: RunContext, source_path: str, redactor: Redactor) -> dict[str, Any]:
         """Its ``quarantine`` table row, the detail redacted."""
         return {
             "batch_date": run.batch_date,
-            "source_path": self.origin,
+            "source_path": source_path,
             "source_sha256": self.sha256,
             "stage": self.stage,
             "reasons": self.reasons,
@@ -119,7 +126,7 @@ class ScoreRecord:
             scored_at=at,
         )
 
-    def to_row(self, run: RunContext) -> dict[str, Any]:
+    def to_row(self, run: RunContext, source_path: str) -> dict[str, Any]:
         """Its ``scores`` table row."""
         return {
             "batch_date": run.batch_date,
@@ -129,7 +136,7 @@ class ScoreRecord:
             "patient_key": self.patient_key,
             "laterality": self.laterality,
             "flipped": self.flipped,
-            "source_path": self.origin,
+            "source_path": source_path,
             "source_sha256": self.sha256,
             "file_format": self.file_format,
             **dict(zip(PROBABILITY_COLUMNS, self.probabilities, strict=True)),
@@ -149,13 +156,15 @@ class NightLedger:
     """Collects the score and quarantine records of one night, from every stage.
 
     Files the listing rejected unread are quarantined (stage ``read``) as the ledger opens.
+    Records are kept by origin; rows carry each input's ``source_path`` instead, named
+    from the headers ``learn_headers`` was given.
 
     Args:
         run: What the night's rows share.
         listing: The night's files; their origins are what ``account`` expects.
-        settings: Supplies the patient-key settings.
-        redactor: Redacts quarantine details on their way out; teach it the night's
-            patient ids and names (``Redactor.learn_rows``) as the headers are read.
+        settings: Supplies the patient-key settings and ``path_identifier_pattern``.
+        redactor: Redacts quarantine details on their way out; ``learn_headers`` teaches
+            it the night's patient ids and names.
     """
 
     def __init__(
@@ -164,7 +173,10 @@ class NightLedger:
         self.run = run
         self.redactor = redactor
         self._settings = settings
+        self._listing = listing
         self._origins = [f.origin for f in listing.files] + [r.origin for r in listing.rejected]
+        self._patients: dict[str, tuple[str | None, str | None]] = {}
+        self._source_paths: dict[str, str] | None = None
         now = datetime.now(UTC)
         self._quarantined = [
             QuarantineRecord(r.origin, None, "read", r.reason, r.detail, now)
@@ -187,6 +199,39 @@ class NightLedger:
         """The quarantined inputs so far, in the order the stages reported them."""
         return tuple(self._quarantined)
 
+    def learn_headers(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Learn each input's patient from its header, to name it and to redact text.
+
+        Args:
+            rows: Manifest rows: ``origin``, and ``patient_id`` and ``patient_name`` (None
+                where the header could not be read).
+        """
+        rows = list(rows)
+        self.redactor.learn_rows(rows)
+        for row in rows:
+            self._patients[row["origin"]] = (row.get("patient_id"), row.get("patient_name"))
+        self._source_paths = None
+
+    def source_paths(self) -> dict[str, str]:
+        """Each input's ``source_path``, by origin: relative to the batch, identifiers replaced."""
+        if self._source_paths is None:
+            unknown: tuple[str | None, str | None] = (None, None)
+            identities = [
+                SourceIdentity(
+                    self._listing.relative_name(origin), *self._patients.get(origin, unknown)
+                )
+                for origin in self._origins
+            ]
+            names = source_paths(
+                identities, site_secret(self._settings), self._settings.path_identifier_pattern
+            )
+            self._source_paths = dict(zip(self._origins, names, strict=True))
+        return self._source_paths
+
+    def real_paths(self) -> dict[str, str]:
+        """``source_path -> origin`` of every input: the operators' way back to the file."""
+        return {name: origin for origin, name in self.source_paths().items()}
+
     def quarantine(self, rows: Iterable[Mapping[str, Any]], stage: str) -> None:
         """Quarantine the rows that failed ``stage`` (see ``QuarantineRecord.of_row``)."""
         now = datetime.now(UTC)
@@ -198,15 +243,21 @@ class NightLedger:
         self._scored += [ScoreRecord.of_prediction(row, self._settings, now) for row in rows]
 
     def account(self) -> None:
-        """Raise unless every input origin appears exactly once across scores and quarantine.
+        """Raise unless every input's ``source_path`` appears exactly once across the tables.
 
         Raises:
-            AccountingError: Names how many are missing or duplicated, and the first few.
+            AccountingError: Two inputs share a ``source_path``, or some are missing or
+                duplicated (named by ``source_path``, the first few).
         """
-        expected = Counter(self._origins)
-        seen = Counter([r.origin for r in self._scored] + [r.origin for r in self._quarantined])
+        names = self.source_paths()
+        expected = Counter(names.values())
+        if len(expected) < len(names):
+            shared = sorted(name for name, count in expected.items() if count > 1)
+            raise AccountingError(f"inputs share a source_path (first: {shared[:3]})")
+        origins = [r.origin for r in self._scored] + [r.origin for r in self._quarantined]
+        seen = Counter(names.get(origin, origin) for origin in origins)
         missing = sorted(set(expected) - set(seen))
-        extra = sorted(origin for origin, count in seen.items() if count > expected.get(origin, 0))
+        extra = sorted(name for name, count in seen.items() if count > expected.get(name, 0))
         if missing or extra:
             raise AccountingError(
                 f"{len(missing)} input(s) neither scored nor quarantined (first: {missing[:3]}); "
@@ -215,11 +266,16 @@ class NightLedger:
 
     def score_rows(self) -> list[dict[str, Any]]:
         """The ``scores`` table rows."""
-        return [record.to_row(self.run) for record in self._scored]
+        names = self.source_paths()
+        return [record.to_row(self.run, names[record.origin]) for record in self._scored]
 
     def quarantine_rows(self) -> list[dict[str, Any]]:
         """The ``quarantine`` table rows, details redacted."""
-        return [record.to_row(self.run, self.redactor) for record in self._quarantined]
+        names = self.source_paths()
+        return [
+            record.to_row(self.run, names[record.origin], self.redactor)
+            for record in self._quarantined
+        ]
 
     def grade_distribution(self) -> dict[int, int]:
         """Count of scored images per KL grade, every grade present."""

@@ -63,7 +63,11 @@ def pull_dicomweb(
             SourceFile(path=staging_dir / f"{sop}.dcm", size=size, origin=origin, sha256=digest)
         )
     return BatchListing(
-        source=source, batch_date=batch_date, files=tuple(files), rejected=tuple(rejected)
+        source=source,
+        batch_date=batch_date,
+        files=tuple(files),
+        rejected=tuple(rejected),
+        root=f"{url}/",
     )
 
 

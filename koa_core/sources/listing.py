@@ -17,9 +17,10 @@ _LEAVES_ROOT = "symlink leaves the batch folder (or loops)"
 class SourceFile:
     """One input ready to read: ``path`` is local; ``origin`` is where it came from.
 
-    ``origin`` (the path in the batch folder, the fsspec URL or the WADO-RS URL) is what
-    results should record as ``source_path``: staging paths change between runs.
-    ``sha256`` is known for staged copies and ``None`` for files read in place.
+    ``origin`` (the path in the batch folder, the fsspec URL or the WADO-RS URL) names the
+    input for the run (staging paths change between runs); results record it relative to
+    the batch (``BatchListing.relative_name``). ``sha256`` is known for staged copies and
+    ``None`` for files read in place.
     """
 
     path: Path
@@ -39,13 +40,26 @@ class RejectedFile:
 
 @dataclass(frozen=True)
 class BatchListing:
-    """Everything one batch holds, sorted by origin so reruns process files in one order."""
+    """Everything one batch holds, sorted by origin so reruns process files in one order.
+
+    ``root`` is the origin of the batch itself, ending in ``/``: the batch folder
+    (``.../incoming/YYYY-MM-DD/``), its fsspec URL, or the DICOMweb server's root URL.
+    """
 
     source: str
     batch_date: date
     files: tuple[SourceFile, ...]
     rejected: tuple[RejectedFile, ...] = ()
     ignored: tuple[str, ...] = field(default=())
+    root: str = ""
+
+    def relative_name(self, origin: str) -> str:
+        """An input's origin after the batch's ``root`` (POSIX): its name within the batch.
+
+        A folder or fsspec file becomes its path under ``YYYY-MM-DD/``; a DICOMweb instance
+        ``studies/<uid>/series/<uid>/instances/<uid>``.
+        """
+        return origin.removeprefix(self.root)
 
 
 def list_batch(source: str | Path, batch_date: date) -> BatchListing:
@@ -93,6 +107,7 @@ def list_batch(source: str | Path, batch_date: date) -> BatchListing:
         files=tuple(sorted(files, key=lambda f: f.origin)),
         rejected=tuple(sorted(rejected, key=lambda r: r.origin)),
         ignored=tuple(sorted(ignored)),
+        root=f"{root}/",
     )
 
 

@@ -44,4 +44,5 @@ def pull_fsspec(
         files=tuple(files),
         rejected=tuple(rejected),
         ignored=tuple(ignored),
+        root=f"{fs.unstrip_protocol(base)}/",
     )

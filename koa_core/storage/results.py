@@ -95,7 +95,12 @@ SCORES_COLUMNS: tuple[Column, ...] = (
     Column("laterality", pa.string(), True, "'L', 'R' or null when unknown."),
     Column("flipped", pa.bool_(), False, "Image mirrored to the canonical side before scoring."),
     Column(
-        "source_path", pa.string(), False, "Where the input came from (path, URL, WADO-RS URL)."
+        "source_path",
+        pa.string(),
+        False,
+        "The input's name in the batch (path under `YYYY-MM-DD/`, or `studies/…/instances/…`);"
+        " components naming a patient replaced by the key; `runs/…/paths.csv` maps it to the"
+        " file.",
     ),
     Column("source_sha256", pa.string(), False, "SHA-256 of the input file's bytes."),
     Column("file_format", pa.string(), False, "'dicom', 'png', 'jpeg' or 'tiff'."),
@@ -115,7 +120,12 @@ SCORES_COLUMNS: tuple[Column, ...] = (
 )
 QUARANTINE_COLUMNS: tuple[Column, ...] = (
     _BATCH_DATE,
-    Column("source_path", pa.string(), False, "Where the input came from."),
+    Column(
+        "source_path",
+        pa.string(),
+        False,
+        "The input's name in the batch, patient identifiers keyed (as in `scores`).",
+    ),
     Column("source_sha256", pa.string(), True, "SHA-256 of the bytes; null if never read."),
     Column("stage", pa.string(), False, "Where it stopped: " + ", ".join(QUARANTINE_STAGES) + "."),
     Column("reasons", pa.string(), False, "Stable reason codes, ';'-joined (e.g. 'not_dicom')."),

@@ -1,18 +1,125 @@
-"""Tests for koa_core.privacy: keyed pseudonyms, opt-in raw ids, redaction of free text."""
+"""Tests for koa_core.privacy: the site secret, keyed pseudonyms, opt-in raw ids, redaction."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
+import stat
 import threading
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from koa_core.config import Settings
-from koa_core.privacy import Redactor, patient_key, pseudonymise
+from koa_core.config import Settings, get_settings
+from koa_core.privacy import (
+    SITE_SECRET_FILE,
+    Redactor,
+    SiteSecretError,
+    patient_key,
+    pseudonymise,
+    site_secret,
+)
 
-SECRET = "site-a-secret"
+SECRET = "site-a-secret-for-tests"
+REPO = Path(__file__).resolve().parents[2]
+# The public key koa once shipped as a default: it must be gone from the code for good.
+OLD_DEFAULT = "koa-default-site-secret-" + "change-me"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_fresh_home_gets_its_own_secret_owner_only_announced_once(
+    koa_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="koa_core.privacy"):
+        first = site_secret(get_settings())
+        again = site_secret(get_settings())
+    path = koa_home / "secrets" / SITE_SECRET_FILE
+    assert first == again == path.read_text(encoding="utf-8").strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", first)  # 32 random bytes
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(path) in warning.getMessage() and "patient_key" in warning.getMessage()
+    assert first not in caplog.text
+
+
+def test_two_fresh_homes_key_the_same_id_differently(tmp_path: Path) -> None:
+    keys = {patient_key("12345678", Settings(home=tmp_path / name)) for name in ("a", "b")}
+    assert len(keys) == 2 and all(str(key).startswith("anon-") for key in keys)
+
+
+def test_callers_racing_on_a_fresh_home_share_one_secret(tmp_path: Path) -> None:
+    settings, barrier = Settings(home=tmp_path / "home"), threading.Barrier(8)
+    found: list[str] = []
+
+    def resolve() -> None:
+        barrier.wait()
+        found.append(site_secret(settings))
+
+    threads = [threading.Thread(target=resolve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 8 and len(set(found)) == 1
+    assert [p.name for p in (tmp_path / "home" / "secrets").iterdir()] == [SITE_SECRET_FILE]
+
+
+def test_the_secret_settings_override_koas_own(
+    koa_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOA_SITE_SECRET", SECRET)
+    get_settings.cache_clear()
+    assert site_secret(get_settings()) == SECRET
+    assert patient_key("P1", get_settings()) == pseudonymise("P1", SECRET)
+    file = tmp_path / "site-secret.txt"
+    file.write_text(SECRET + "-from-a-file\n", encoding="utf-8")
+    monkeypatch.delenv("KOA_SITE_SECRET")
+    monkeypatch.setenv("KOA_SITE_SECRET_FILE", str(file))
+    get_settings.cache_clear()
+    assert site_secret(get_settings()) == SECRET + "-from-a-file"
+    assert not (koa_home / "secrets").exists()  # koa made none of its own
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        (Settings(site_secret=SecretStr("too-short")), "9 bytes, fewer than 16"),
+        (Settings(site_secret=SecretStr(SECRET), site_secret_file=Path("/x")), "not both"),
+        (Settings(site_secret_file=Path("/nonexistent/secret")), "cannot read"),
+    ],
+)
+def test_a_short_ambiguous_or_missing_secret_is_refused(settings: Settings, match: str) -> None:
+    with pytest.raises(SiteSecretError, match=match):
+        site_secret(settings)
+
+
+def test_a_short_secret_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / SITE_SECRET_FILE).write_text("0123456789abcde\n", encoding="utf-8")
+    with pytest.raises(SiteSecretError, match="15 bytes"):
+        site_secret(Settings(home=tmp_path))
+
+
+def test_the_code_holds_no_default_secret() -> None:
+    sources = [
+        path
+        for folder in ("koa_core", "flows", "data_checks", "deployments")
+        for path in (REPO / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert len(sources) > 20
+    found = [
+        str(path.relative_to(REPO))
+        for path in sources
+        if OLD_DEFAULT in (text := path.read_text(encoding="utf-8", errors="replace"))
+        or 'SecretStr("' in text
+    ]
+    assert found == []
 
 
 def anon(value: str) -> str:
@@ -69,6 +176,13 @@ def test_redactor_replaces_whole_ids_with_their_pseudonyms() -> None:
 def test_an_id_in_a_file_name_or_a_quoted_value_is_redacted(text: str) -> None:
     out = Redactor(SECRET, ["PID-77"])(text)
     assert "PID-77" not in out and anon("PID-77") in out
+
+
+def test_redaction_ignores_case_as_folder_names_do() -> None:
+    redactor = Redactor(SECRET, ["pid-77"], ["Doe^Jane"])
+    out = redactor("/incoming/DOE^JANE_PID-77/JANE DOE/doe.dcm")
+    folder, given, family = anon("Doe^Jane"), anon("Jane"), anon("Doe")
+    assert out == f"/incoming/{folder}_{anon('pid-77')}/{given} {family}/{family}.dcm"
 
 
 def test_names_are_redacted_whole_and_by_component() -> None:

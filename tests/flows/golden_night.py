@@ -7,6 +7,7 @@ are used, all of which exist in the flat layout of commit 60323d4 too, so the ex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -73,19 +74,26 @@ def _write_blank_copy(knee: Path, out: Path) -> None:
     ds.save_as(out)
 
 
-def night_rows(results_dir: Path, folder: Path) -> dict[str, Any]:
+def night_rows(
+    results_dir: Path, folder: Path, real_paths: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The night's ``scores``, ``quarantine`` and ``runs`` rows, free of run ids and times.
 
-    Source paths (and the batch folder inside details) become names relative to ``folder``.
+    Each row's ``source`` is its real file's name relative to ``folder`` (the batch folder
+    inside details too). ``real_paths`` maps ``source_path`` to the real path (the run's
+    ``paths.csv``); without it (the code of 60323d4 wrote real paths) it is the identity.
     """
     prefix = f"{folder}/"
 
     def relative(text: str | None) -> str | None:
         return text.replace(prefix, "") if text is not None else None
 
+    def source(name: str) -> str | None:
+        return relative((real_paths or {}).get(name, name))
+
     scores = [
         {
-            "source": relative(row["source_path"]),
+            "source": source(row["source_path"]),
             **{name: row[name] for name in SCORE_TEXT_COLUMNS},
             **{name: round(float(row[name]), DECIMALS) for name in SCORE_FLOAT_COLUMNS},
         }
@@ -93,7 +101,7 @@ def night_rows(results_dir: Path, folder: Path) -> dict[str, Any]:
     ]
     quarantine = [
         {
-            "source": relative(row["source_path"]),
+            "source": source(row["source_path"]),
             **{n: relative(row[n]) for n in QUARANTINE_COLUMNS},
         }
         for row in _rows(results_dir, "quarantine")

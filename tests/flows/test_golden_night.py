@@ -9,12 +9,19 @@ from typing import Any
 import pytest
 
 from koa_core.config import get_settings
+from koa_core.pipeline.source_paths import PATH_MAP_FILE, read_path_map
+from koa_core.privacy import pseudonymise
 from tests.flows import golden_night as golden
 from tests.flows.models import register_tiny_champion
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 # P(KOA) is clipped to [0, 1] since the regroup, and float32 rounding moves the 5th decimal.
 TOLERANCE = 1e-5
+# The fixture's patient keys were made with the public default secret koa had then; the
+# code has no default any more, so the test sets that one.
+FIXTURE_SECRET = "koa-default-site-secret-change-me"
+# write_night's knees: seed 31, each in a folder named after its PatientID.
+KNEE_FOLDER_PREFIX = "KOA31-"
 
 
 def _run(dask_cluster: str) -> dict[str, Any]:
@@ -36,9 +43,18 @@ def _numbers_apart(actual: list[dict[str, Any]], expected: list[dict[str, Any]])
     ]
 
 
+def _expected_source_path(name: str) -> str:
+    """A phantom DICOM's folder is its PatientID, keyed in ``source_path``; PNGs carry no id."""
+    folder, _, rest = name.partition("/")
+    if folder.startswith(KNEE_FOLDER_PREFIX):
+        return f"{pseudonymise(folder, FIXTURE_SECRET)}/{rest}"
+    return name
+
+
 def test_the_golden_night_scores_and_quarantines_as_before(
     koa_home: Path, monkeypatch: pytest.MonkeyPatch, dask_cluster: str
 ) -> None:
+    monkeypatch.setenv("KOA_SITE_SECRET", FIXTURE_SECRET)
     monkeypatch.setenv("KOA_INPUT_SIZE", str(golden.INPUT_SIZE))
     monkeypatch.setenv("KOA_CHUNK_SIZE", str(golden.CHUNK_SIZE))
     get_settings.cache_clear()
@@ -47,7 +63,9 @@ def test_the_golden_night_scores_and_quarantines_as_before(
     expected = json.loads(golden.FIXTURE.read_text(encoding="utf-8"))
 
     summary = _run(dask_cluster)
-    actual = golden.night_rows(get_settings().results_dir, folder)
+    run_dir = get_settings().runs_dir / golden.BATCH_DATE.isoformat() / summary["run_id"]
+    real_paths = read_path_map(run_dir / PATH_MAP_FILE)
+    actual = golden.night_rows(get_settings().results_dir, folder, real_paths)
 
     assert actual["quarantine"] == expected["quarantine"]
     assert actual["runs"] == expected["runs"]
@@ -61,3 +79,9 @@ def test_the_golden_night_scores_and_quarantines_as_before(
     assert _numbers_apart(actual["scores"], expected["scores"]) == []
     assert summary["n_scored"] == len(expected["scores"])
     assert summary["n_quarantined"] == len(expected["quarantine"])
+    # What the rows say instead of the real path: the name in the batch, the patient keyed.
+    prefix = f"{folder.resolve()}/"
+    named = {
+        name: _expected_source_path(real.removeprefix(prefix)) for name, real in real_paths.items()
+    }
+    assert [name for name, expected_name in named.items() if name != expected_name] == []

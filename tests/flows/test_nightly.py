@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from koa_core.config import get_settings
 from koa_core.phantom import write_nightly_batch
 from koa_core.pipeline.manifest import file_sha256
+from koa_core.pipeline.source_paths import PATH_MAP_FILE, read_path_map
 from koa_core.storage import results
 from tests.flows.models import register_tiny_champion
 
@@ -88,6 +89,12 @@ def _progress_records() -> Iterator[_ProgressRecords]:
         logger.removeHandler(handler)
 
 
+def _real_paths(run_id: str) -> dict[str, str]:
+    """The run's map from ``source_path`` to the real file, in the run's own folder."""
+    run_dir = get_settings().runs_dir / BATCH_DATE.isoformat() / run_id
+    return read_path_map(run_dir / PATH_MAP_FILE)
+
+
 def _stable(table: pa.Table) -> pd.DataFrame:
     frame = table.to_pandas().drop(
         columns=["run_id", "scored_at", "quarantined_at"], errors="ignore"
@@ -110,16 +117,19 @@ def test_every_input_is_scored_or_quarantined_exactly_once(
     full, rest = divmod(total, CHUNK_SIZE)
     assert total > summary["n_scored"] and sum(steps) == total
     assert sorted(steps, reverse=True) == [CHUNK_SIZE] * full + [rest] * (rest > 0)
+    real = _real_paths(str(summary["run_id"]))
     written = Counter(scores["source_path"].to_pylist() + quarantine["source_path"].to_pylist())
-    assert sorted(written) == night["inputs"]
+    assert sorted(real[name] for name in written) == night["inputs"]
     assert set(written.values()) == {1}
+    assert not any(name.startswith("/") for name in written)  # relative to the batch folder
     assert summary["n_inputs"] == len(night["inputs"])
     assert summary["n_scored"] == scores.num_rows >= 10
     assert scores.schema.equals(results.scores_schema(), check_metadata=False)
     assert set(scores["model_version"].to_pylist()) == {night["version"]}
     assert quarantine.num_rows >= 6 and all(quarantine["reasons"].to_pylist())
     for row in [*scores.to_pylist(), *quarantine.to_pylist()]:
-        assert row["source_sha256"] == file_sha256(Path(row["source_path"])), row["source_path"]
+        real_file = Path(real[row["source_path"]])
+        assert row["source_sha256"] == file_sha256(real_file), row["source_path"]
     blank = [row for row in quarantine.to_pylist() if row["source_path"].endswith("blank.dcm")]
     assert [row["stage"] for row in blank] == ["model_input"]
     assert "blank_image" in blank[0]["reasons"].split(";")

@@ -23,6 +23,7 @@ from pydicom.uid import generate_uid
 
 from koa_core.config import get_settings
 from koa_core.phantom import knee_dataset, render_knee
+from koa_core.pipeline.source_paths import PATH_MAP_FILE, read_path_map
 from koa_core.storage import results
 
 BATCH_DATE = date(2026, 3, 14)
@@ -128,8 +129,22 @@ class Outcome:
         )
 
     def reasons(self) -> dict[str, str]:
-        """``source_path`` -> quarantine reasons."""
-        return dict(zip(self.quarantine["source_path"], self.quarantine["reasons"], strict=True))
+        """Real input path -> quarantine reasons."""
+        paths = real_paths(self.quarantine)
+        return dict(zip(paths, self.quarantine["reasons"], strict=True))
+
+    def scored(self) -> set[str]:
+        """Real paths of the scored inputs."""
+        return set(real_paths(self.scores))
+
+
+def real_paths(frame: pd.DataFrame, batch_date: date = BATCH_DATE) -> list[str]:
+    """Each row's real input path, from the path map of the run that wrote it."""
+    runs = get_settings().runs_dir / batch_date.isoformat()
+    maps = {run: read_path_map(runs / run / PATH_MAP_FILE) for run in set(frame["run_id"])}
+    return [
+        maps[run][name] for run, name in zip(frame["run_id"], frame["source_path"], strict=True)
+    ]
 
 
 def outcome(inputs: Sequence[str], batch_date: date = BATCH_DATE) -> Outcome:
@@ -137,7 +152,7 @@ def outcome(inputs: Sequence[str], batch_date: date = BATCH_DATE) -> Outcome:
     root = get_settings().results_dir
     scores = results.read_table(results.SCORES, root, batch_date).to_pandas()
     quarantine = results.read_table(results.QUARANTINE, root, batch_date).to_pandas()
-    seen = Counter([*scores["source_path"], *quarantine["source_path"]])
+    seen = Counter(real_paths(scores, batch_date) + real_paths(quarantine, batch_date))
     return Outcome(
         inputs=len(inputs),
         scores=scores,

@@ -79,7 +79,7 @@ def test_nightly_flow_quarantines_each_kind_with_its_reason(
     assert not night.lost and not night.duplicated
     assert summary["status"] == "completed"
     reasons = night.reasons()
-    scored = set(night.scores["source_path"])
+    scored = night.scored()
     wrong = {}
     for path, hostile in hostile_night.items():
         expected = _expected(path, hostile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from uuid import UUID
 
@@ -18,11 +19,18 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogHandler
 
 from koa_core.config import get_settings
-from koa_core.privacy import pseudonymise
+from koa_core.privacy import pseudonymise, site_secret
 from koa_core.sources.staging import staging_dir_for
 from koa_core.storage import results
 from tests.orthanc import run_orthanc
-from tests.reliability.helpers import BATCH_DATE, knee_templates, outcome, report, run_nightly
+from tests.reliability.helpers import (
+    BATCH_DATE,
+    knee_templates,
+    outcome,
+    real_paths,
+    report,
+    run_nightly,
+)
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 PATIENT_IDS = ("PID-7734-XYZ", "PID-0042-QRS")
@@ -76,17 +84,17 @@ def test_dicomweb_night_keeps_patient_data_out_of_every_output(
         name: results.read_table(name, root, BATCH_DATE)
         for name in (results.SCORES, results.QUARANTINE, results.RUNS)
     }
-    night = outcome(
-        [
-            *tables["scores"]["source_path"].to_pylist(),
-            *tables["quarantine"]["source_path"].to_pylist(),
-        ]
-    )
+    frames = [tables[name].to_pandas() for name in (results.SCORES, results.QUARANTINE)]
+    night = outcome([path for frame in frames for path in real_paths(frame)])
     report("patient data", night)
+    # Each instance is named by its path after the server root, and traced by its WADO-RS URL.
+    names = [name for frame in frames for name in frame["source_path"]]
+    assert all(re.fullmatch(r"studies/[\d.]+/series/[\d.]+/instances/[\d.]+", n) for n in names)
+    assert all(path.startswith("http") for frame in frames for path in real_paths(frame))
     assert summary["n_inputs"] == n_inputs and tables["scores"].num_rows == 2
     assert tables["quarantine"].num_rows == 1
 
-    secret = settings.site_secret.get_secret_value()
+    secret = site_secret(settings)
     expected_keys = {pseudonymise(pid, secret) for pid in PATIENT_IDS}
     assert set(tables["scores"]["patient_key"].to_pylist()) == expected_keys
     assert _leaks([text for table in tables.values() for text in _texts(table)]) == []

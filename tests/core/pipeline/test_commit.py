@@ -10,7 +10,8 @@ import pytest
 from koa_core.config import get_settings
 from koa_core.pipeline.commit import batch_failure, commit_night
 from koa_core.pipeline.ledger import AccountingError, NightLedger, RunContext
-from koa_core.privacy import Redactor
+from koa_core.pipeline.source_paths import PATH_MAP_FILE, read_path_map
+from koa_core.privacy import Redactor, site_secret
 from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.sources.listing import BatchListing, SourceFile
 from koa_core.storage import results
@@ -37,8 +38,8 @@ SUMMARY_KEYS = {
 def _ledger(n_files: int) -> NightLedger:
     settings = get_settings()
     files = tuple(SourceFile(Path(f"/in/{i}.dcm"), 1, f"/in/{i}.dcm") for i in range(n_files))
-    secret = settings.site_secret.get_secret_value()
-    return NightLedger(RUN, BatchListing("/in", DAY, files), settings, Redactor(secret))
+    listing = BatchListing("/in", DAY, files, root="/in/")
+    return NightLedger(RUN, listing, settings, Redactor(site_secret(settings)))
 
 
 def _scored(origin: str, grade: int) -> dict[str, object]:
@@ -67,7 +68,9 @@ def test_a_committed_night_is_in_every_table_and_its_summary() -> None:
     scores = results.read_table(results.SCORES, root, DAY)
     quarantine = results.read_table(results.QUARANTINE, root, DAY)
     (run,) = results.read_table(results.RUNS, root, DAY).to_pylist()
-    assert sorted(scores["source_path"].to_pylist()) == ["/in/0.dcm", "/in/1.dcm"]
+    assert sorted(scores["source_path"].to_pylist()) == ["0.dcm", "1.dcm"]
+    path_map = read_path_map(RUN.log_dir(get_settings().runs_dir) / PATH_MAP_FILE)
+    assert path_map == {f"{i}.dcm": f"/in/{i}.dcm" for i in range(3)}
     assert quarantine["stage"].to_pylist() == ["manifest"]
     assert (run["n_inputs"], run["n_scored"], run["n_quarantined"]) == (3, 2, 1)
     assert run["status"] == "completed" and run["model_version"] == "v3"
@@ -96,6 +99,19 @@ def test_an_unaccounted_input_stops_the_commit_before_any_write() -> None:
     with pytest.raises(AccountingError):
         commit_night(ledger, get_settings(), datetime.now(UTC), None)
     assert not (get_settings().results_dir / results.SCORES).exists()
+    assert not RUN.log_dir(get_settings().runs_dir).exists()
+
+
+def test_inputs_named_alike_stop_the_commit_before_any_write() -> None:
+    # Two origins with one name in the batch: no suffix can tell them apart.
+    files = tuple(SourceFile(Path("/in/x.dcm"), 1, origin) for origin in ("/in/x.dcm", "x.dcm"))
+    settings = get_settings()
+    listing = BatchListing("/in", DAY, files, root="/in/")
+    ledger = NightLedger(RUN, listing, settings, Redactor(site_secret(settings)))
+    ledger.quarantine([{"origin": f.origin, "reasons": "not_dicom"} for f in files], "read")
+    with pytest.raises(AccountingError, match="share a source_path"):
+        commit_night(ledger, settings, datetime.now(UTC), None)
+    assert not (settings.results_dir / results.QUARANTINE).exists()
 
 
 def test_batch_passes_at_or_under_threshold() -> None:

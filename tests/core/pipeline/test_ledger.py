@@ -26,9 +26,9 @@ SETTINGS = Settings(site_secret=SecretStr(SECRET))
 REJECTED = RejectedFile("/in/escape.dcm", "unsafe_path", "symlink leaves the batch folder")
 
 
-def _listing(paths: list[Path], rejected: tuple[RejectedFile, ...] = ()) -> BatchListing:
-    files = tuple(SourceFile(path, path.stat().st_size, str(path)) for path in paths)
-    return BatchListing("folder", DAY, files, rejected)
+def _listing(night: dict[str, Any], rejected: tuple[RejectedFile, ...] = ()) -> BatchListing:
+    files = tuple(SourceFile(path, path.stat().st_size, str(path)) for path in night["paths"])
+    return BatchListing("folder", DAY, files, rejected, root=f"{night['batch']}/")
 
 
 def _prediction(row: dict[str, Any], grade: int) -> dict[str, Any]:
@@ -47,14 +47,15 @@ def _prediction(row: dict[str, Any], grade: int) -> dict[str, Any]:
 def night(tmp_path: Path) -> dict[str, Any]:
     """Two knees, a truncated file (fails decoding) and an empty one (fails its header)."""
     knees = [r.path for r in write_nightly_batch(tmp_path / "in", 2, seed=3, batch_date=DAY)]
-    bad = [r.path for r in write_bad_files(tmp_path / "in" / "bad", 2, seed=3)]
+    batch = tmp_path / "in" / DAY.isoformat()
+    bad = [r.path for r in write_bad_files(batch / "bad", 2, seed=3)]
     paths = [Path(p) for p in [*knees, *bad]]
     manifest = [{**row, "origin": row["source_path"]} for row in build_manifest(paths)]
-    return {"paths": paths, "manifest": manifest, "scratch": tmp_path / "scratch"}
+    return {"paths": paths, "manifest": manifest, "scratch": tmp_path / "scratch", "batch": batch}
 
 
 def test_every_stage_lands_in_one_table_with_its_detail(night: dict[str, Any]) -> None:
-    ledger = NightLedger(RUN, _listing(night["paths"], (REJECTED,)), SETTINGS, Redactor(SECRET))
+    ledger = NightLedger(RUN, _listing(night, (REJECTED,)), SETTINGS, Redactor(SECRET))
     readable = [row for row in night["manifest"] if row["read_error"] is None]
     # run_suite turns a header's read_error into the row's reasons.
     refused = [{**r, "reasons": r["read_error"]} for r in night["manifest"] if r["read_error"]]
@@ -85,8 +86,34 @@ def test_every_stage_lands_in_one_table_with_its_detail(night: dict[str, Any]) -
     assert quarantine["source_sha256"].null_count == 1  # only the file never read
 
 
+def test_rows_name_inputs_in_the_batch_without_their_patients(night: dict[str, Any]) -> None:
+    listing = _listing(night)
+    ledger = NightLedger(RUN, listing, SETTINGS, Redactor(SECRET))
+    ledger.learn_headers(night["manifest"])
+    knees = [row for row in night["manifest"] if row["read_error"] is None][:2]
+    ledger.score(_prediction(row, 0) for row in prepare_chunk(knees, night["scratch"], 0, 64).rows)
+    refused = [
+        {**r, "reasons": "x"}
+        for r in night["manifest"]
+        if r["origin"] not in {k["origin"] for k in knees}
+    ]
+    ledger.quarantine(refused, "manifest")
+    ledger.account()
+
+    names = ledger.source_paths()
+    for knee in knees:
+        # <patient id>/<study uid>/<sop uid>.dcm: the folder named after the patient is keyed.
+        _, study, sop = listing.relative_name(knee["origin"]).split("/")
+        key = pseudonymise(knee["patient_id"], SECRET)
+        assert names[knee["origin"]] == f"{key}/{study}/{sop}"
+    rows = [*ledger.score_rows(), *ledger.quarantine_rows()]
+    assert sorted(row["source_path"] for row in rows) == sorted(names.values())
+    assert ledger.real_paths() == {name: origin for origin, name in names.items()}
+    assert not any(row["source_path"].startswith("/") for row in rows)
+
+
 def test_accounting_names_inputs_missing_or_written_twice(night: dict[str, Any]) -> None:
-    ledger = NightLedger(RUN, _listing(night["paths"]), SETTINGS, Redactor(SECRET))
+    ledger = NightLedger(RUN, _listing(night), SETTINGS, Redactor(SECRET))
     first, second, *_ = night["manifest"]
     ledger.quarantine([{**first, "reasons": "x"}, {**first, "reasons": "y"}], "manifest")
     with pytest.raises(AccountingError, match=r"3 input\(s\) neither .* 1 written more than once"):
@@ -95,8 +122,8 @@ def test_accounting_names_inputs_missing_or_written_twice(night: dict[str, Any])
 
 
 def test_details_leave_the_ledger_redacted(night: dict[str, Any]) -> None:
-    ledger = NightLedger(RUN, _listing(night["paths"]), SETTINGS, Redactor(SECRET))
-    ledger.redactor.learn_rows(night["manifest"])
+    ledger = NightLedger(RUN, _listing(night), SETTINGS, Redactor(SECRET))
+    ledger.learn_headers(night["manifest"])
     knee = night["manifest"][0]
     patient_id, patient_name = knee["patient_id"], knee["patient_name"]
     detail = f"NumberOfFrames: invalid literal '{patient_id}' ({patient_name})"

@@ -107,6 +107,8 @@ def test_folder_listing_is_recursive_sorted_and_skips_hidden(incoming: Path) -> 
         "cd/DICOMDIR",
         "knee/deeper/IM0001",
     ]
+    names = [listing.relative_name(f.origin) for f in listing.files]
+    assert names == relative_origins(listing, day)  # the names results record
     assert listing.rejected == ()
     assert {Path(p).name for p in listing.ignored} == {".DS_Store", ".a.dcm.0123.tmp", ".hidden"}
     for f in listing.files:
@@ -159,6 +161,7 @@ def test_file_url_is_listed_in_place(incoming: Path, tmp_path: Path) -> None:
     staging = tmp_path / "staged"
     listing = pull_batch(f"file://{incoming}", BATCH, staging)
     assert [f.path for f in listing.files] == [f.path for f in list_batch(incoming, BATCH).files]
+    assert listing.relative_name(listing.files[0].origin) == "a.dcm"
     assert not staging.exists()
 
 
@@ -197,6 +200,7 @@ def test_fsspec_source_is_staged_once(
         assert f.origin.startswith("memory://") and f.origin.endswith(
             str(f.path.relative_to(staging))
         )
+        assert listing.relative_name(f.origin) == str(f.path.relative_to(staging))
     assert len(listing.ignored) == 1
 
     inodes = {f.path: f.path.stat().st_ino for f in listing.files}
@@ -309,7 +313,10 @@ def test_dicomweb_pulls_exactly_the_knee_radiographs(
             assert ds.pixel_array.shape == (256, 256)
             assert ds.PixelData == knee_server.pixels[ds.SOPInstanceUID]
             assert f.sha256 == hashlib.sha256(f.path.read_bytes()).hexdigest()
-            assert f.origin.endswith(f"/instances/{ds.SOPInstanceUID}")
+            assert listing.relative_name(f.origin) == (
+                f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                f"/instances/{ds.SOPInstanceUID}"
+            )
 
         inodes = {f.path: f.path.stat().st_ino for f in listing.files}
         again = pull_batch(source, BATCH, staging, backoff_s=0.01)
