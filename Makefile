@@ -10,19 +10,21 @@ export DO_NOT_TRACK := 1
 
 .PHONY: demo test lint typecheck pytest bench fuzz soak serve system-deps clean
 
+# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build. pip runs
+# with -qq: errors still show, a site's pip.conf warnings do not flood the demo's screen.
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "koa needs $(PYTHON)"; exit 1; }
+	@echo "koa: setting up $(VENV) (once; a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/pip install -qq --disable-pip-version-check torch==2.13.0
+	@$(BIN)/pip install -qq --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 system-deps:
 	@bash scripts/install-system-deps.sh
 
 demo: $(STAMP)
-	$(BIN)/koa demo
+	@$(BIN)/koa demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
