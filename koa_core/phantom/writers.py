@@ -258,19 +258,42 @@ def write_labels(
     """
     columns = ["file", "sop_instance_uid", "kl_grade", "laterality", "split"]
     columns += ["true_kl_grade"] if with_true_grade else []
+    rows = [_label_row(record, root, with_true_grade) for record in records]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        for record in records:
-            row = [
-                record.path.relative_to(root).as_posix(),
-                record.sop_instance_uid or "",
-                record.grade,
-                record.laterality,
-                record.split or "",
-            ]
-            writer.writerow(row + ([record.true_grade] if with_true_grade else []))
+        writer.writerows(rows)
+
+
+def _label_row(record: PhantomRecord, root: Path, with_true_grade: bool) -> list[object]:
+    row: list[object] = [
+        record.path.relative_to(root).as_posix(),
+        record.sop_instance_uid or "",
+        record.grade,
+        record.laterality,
+        record.split or "",
+    ]
+    return row + ([record.true_grade] if with_true_grade else [])
+
+
+def _merge_labels(path: Path, records: list[PhantomRecord], root: Path) -> None:
+    """Write ``records``' truth beside that of earlier batches written to the same night.
+
+    A night is often written in parts (DICOMs with one seed, PNGs with another): each part
+    must add its rows, not replace the others'.
+    """
+    written = {record.path.relative_to(root).as_posix() for record in records}
+    kept = []
+    if path.is_file():
+        with path.open(newline="") as handle:
+            kept = [row for row in csv.DictReader(handle) if row["file"] not in written]
+    write_labels(path, records, root)
+    with path.open("a", newline="") as handle:
+        csv.writer(handle).writerows(
+            [row[c] for c in ("file", "sop_instance_uid", "kl_grade", "laterality", "split")]
+            for row in kept
+        )
 
 
 def _advance(progress: Progress | None) -> None:
@@ -291,8 +314,9 @@ def write_nightly_batch(
 ) -> list[PhantomRecord]:
     """Write one night's batch under ``OUT/YYYY-MM-DD/`` plus ``bad`` bad files.
 
-    The truth table goes to ``OUT/YYYY-MM-DD.labels.csv``, outside the batch folder so a
-    scan of the batch never sees it. Bad files go to ``OUT/YYYY-MM-DD/KOA-BAD/``.
+    The truth table goes to ``OUT/YYYY-MM-DD.labels.csv`` (rows of other parts of the same
+    night are kept), outside the batch folder so a scan of the batch never sees it. Bad
+    files go to ``OUT/YYYY-MM-DD/KOA-BAD/``.
     Image ``i`` depends only on ``(seed, i, batch_date)``: ``nightly_image`` can be mapped
     over chunks of indices in other processes with the same result.
     """
@@ -300,7 +324,7 @@ def write_nightly_batch(
     for index in range(n):
         records.append(nightly_image(out, seed, index, batch_date, file_format, size_px=size_px))
         _advance(progress)
-    write_labels(out / f"{batch_date.isoformat()}.labels.csv", records, out)
+    _merge_labels(out / f"{batch_date.isoformat()}.labels.csv", records, out)
     for bad_file in write_bad_files(out / batch_date.isoformat() / "KOA-BAD", bad, seed):
         records.append(
             PhantomRecord(bad_file.path, None, None, None, expected_reason=bad_file.expected_reason)

@@ -159,3 +159,13 @@ def test_nightly_png_writes_the_field_as_16_bit(tmp_path: Path) -> None:
 def test_unknown_format_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_kl_folders(tmp_path, 1, 0, file_format="jpeg")
+
+
+def test_a_night_written_in_parts_keeps_every_part_in_its_labels(tmp_path: Path) -> None:
+    dicoms = write_nightly_batch(tmp_path, 2, seed=1, batch_date=DAY, size_px=SMALL_PX)
+    pngs = write_nightly_batch(tmp_path, 2, seed=2, batch_date=DAY, file_format="png")
+    again = write_nightly_batch(tmp_path, 2, seed=2, batch_date=DAY, file_format="png")
+    rows = _read_labels(tmp_path / f"{DAY.isoformat()}.labels.csv")
+    expected = {r.path.relative_to(tmp_path).as_posix(): r.grade for r in [*dicoms, *pngs]}
+    assert again == pngs and len(rows) == len(expected) == 4
+    assert {row["file"]: int(row["kl_grade"]) for row in rows} == expected
