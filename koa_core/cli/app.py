@@ -123,13 +123,23 @@ def inspect(
 def preview(
     path: Annotated[Path, typer.Argument(help="A DICOM, PNG, JPEG or TIFF file.")],
     out: Annotated[Path, typer.Option(help="PNG to write.")],
-    size: Annotated[int | None, typer.Option(help="Model input size (default: config).")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Model input size (default: the champion's, else config).")
+    ] = None,
 ) -> None:
-    """Write the preprocessed model input of one radiograph as a PNG a person can look at."""
+    """Write the model input of one radiograph, as the grader sees it, as a PNG."""
     from koa_core.io.inspection import write_preview
 
-    result = write_preview(path, out, size)
+    result = write_preview(path, out, size or _champion_input_size())
     console.print(f"wrote {out} ({result})")
+
+
+def _champion_input_size() -> int | None:
+    """The champion's input size: a preview shows what the serving model is fed."""
+    from koa_core.registry import ModelRegistry
+
+    champion = ModelRegistry().champion()
+    return None if champion is None else champion.model_card().input_size
 
 
 def main() -> None:

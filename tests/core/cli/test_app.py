@@ -114,6 +114,17 @@ def test_preview_writes_the_model_input(
     assert f"mirrored: {laterality == 'L'}" in output
 
 
+def test_preview_without_a_size_shows_what_the_champion_is_fed(
+    nightly_batch: Path, tmp_path: Path
+) -> None:
+    from tests.flows.models import register_tiny_champion
+
+    register_tiny_champion(96)
+    out = tmp_path / "preview.png"
+    _koa("preview", str(next(nightly_batch.rglob("*.dcm"))), "--out", str(out))
+    assert np.asarray(Image.open(out)).shape == (96, 96)
+
+
 @pytest.mark.parametrize("folder", ["plain", "with space", "odd $HOME `x` \"q\" 'a'"])
 def test_demo_query_runs_as_printed_from_anywhere(tmp_path: Path, folder: str) -> None:
     from tests.core.storage.test_results import DAY1, write_scores
