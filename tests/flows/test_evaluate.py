@@ -83,7 +83,7 @@ def _score_night(day: date, paths: list[Path], version: str) -> None:
     run = RunContext(day, f"run-{day}", version, model.weights_sha256)
     now = datetime.now(UTC)
     records = [ScoreRecord.of_prediction(row, settings, now) for row in scored]
-    table = results.build_scores_table([record.to_row(run) for record in records])
+    table = results.build_scores_table([record.to_row(run, record.origin) for record in records])
     results.write_partition(results.SCORES, day, table, settings.results_dir)
 
 
