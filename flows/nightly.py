@@ -35,7 +35,7 @@ from koa_core.registry import ModelRegistry, ModelVersion
 from koa_core.sources.listing import BatchListing
 from koa_core.sources.pull import pull_batch
 from koa_core.sources.staging import cleanup_staging, staging_dir_for
-from koa_core.storage import results
+from koa_core.storage import transaction
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
@@ -146,8 +146,7 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     run = RunContext(day, _run_id(), version.version, version.weights_sha256)
     started = datetime.now(UTC)
     run_dir = run.log_dir(settings.runs_dir)
-    for table in (results.SCORES, results.QUARANTINE):
-        results.recover(settings.results_dir, table)
+    transaction.recover_all(settings.results_dir)
     listing = pull(source, day, staging_dir_for(day, settings))
     logger.info(
         "batch %s: %d files, %d rejected unread", day, len(listing.files), len(listing.rejected)

@@ -10,7 +10,7 @@ from typing import Any
 from koa_core.config import Settings
 from koa_core.pipeline.ledger import NightLedger
 from koa_core.pipeline.source_paths import PATH_MAP_FILE, write_path_map
-from koa_core.storage import results
+from koa_core.storage import results, transaction
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def batch_failure(n_inputs: int, n_quarantined: int, max_share: float) -> str | 
 def commit_night(
     ledger: NightLedger, settings: Settings, started: datetime, docs_path: Path | None
 ) -> NightSummary:
-    """Check the ledger's accounting, replace the night's partitions, append its runs row.
+    """Check the ledger's accounting, then commit the night's partitions and runs row as one.
 
     The map from each ``source_path`` back to its real path is written first, to the run's
     own folder (``RunContext.log_dir``): no row is ever written that operators cannot trace.
@@ -99,15 +99,6 @@ def commit_night(
     run, root = ledger.run, settings.results_dir
     write_path_map(run.log_dir(settings.runs_dir) / PATH_MAP_FILE, ledger.real_paths())
     scores, quarantine = ledger.score_rows(), ledger.quarantine_rows()
-    results.write_partition(
-        results.SCORES, run.batch_date, results.build_scores_table(scores), root
-    )
-    results.write_partition(
-        results.QUARANTINE,
-        run.batch_date,
-        results.build_table(results.QUARANTINE, quarantine),
-        root,
-    )
     failure = batch_failure(ledger.n_inputs, len(quarantine), settings.max_quarantine_share)
     summary = NightSummary(
         batch_date=run.batch_date,
@@ -123,12 +114,21 @@ def commit_night(
         status="failed" if failure else "completed",
         failure=failure,
     )
-    _append_run(summary, started)
+    # One commit: a crash leaves the previous night in every table or this one in every table.
+    transaction.commit(
+        root,
+        run.batch_date,
+        {
+            results.SCORES: results.build_scores_table(scores),
+            results.QUARANTINE: results.build_table(results.QUARANTINE, quarantine),
+        },
+        [_run_row(summary, started)],
+    )
     return summary
 
 
-def _append_run(summary: NightSummary, started: datetime) -> None:
-    row = results.RunSummary(
+def _run_row(summary: NightSummary, started: datetime) -> results.RunSummary:
+    return results.RunSummary(
         summary.run_id,
         summary.batch_date,
         started,
@@ -139,4 +139,3 @@ def _append_run(summary: NightSummary, started: datetime) -> None:
         summary.model_version,
         summary.status,
     )
-    results.append_run_summary(row, summary.results_dir)

@@ -5,7 +5,9 @@ Layout under ``results_root`` (``Settings().results_dir``)::
     scores/YYYY-MM-DD/part-0.parquet         one partition per nightly batch
     quarantine/YYYY-MM-DD/part-0.parquet
     runs/YYYY-MM-DD/<run_id>.parquet         one small file per run
-    _work/                                   temp and aside dirs, lock files
+    _work/                                   temp and aside dirs, lock files, and a
+                                             night's commit: tx-<id>/ and its record
+                                             tx-<id>.json (see ``storage.transaction``)
 
 ``batch_date`` is a date32 column inside every file and nowhere else: the partition
 directories are named by the bare date, with no ``key=`` for a reader to turn into a
@@ -75,6 +77,7 @@ SCORES = "scores"
 QUARANTINE = "quarantine"
 RUNS = "runs"
 WORK_DIR = "_work"
+TX_PREFIX = "tx-"  # a multi-table commit's folder and write-ahead record in WORK_DIR
 PARTITION_FILE = "part-0.parquet"
 QUARANTINE_STAGES = ("read", "manifest", "model_input", "predictions")
 RUN_STATUSES = ("running", "completed", "failed")
@@ -279,6 +282,7 @@ def write_partition(table_name: str, batch_date: date, table: pa.Table, results_
         raise ValueError("the runs table is written one run at a time: use append_run_summary")
     _check_table(table_name, batch_date, table)
     final = partition_dir(results_root, table_name, batch_date)
+    _finish_pending_commits(results_root)
     try:
         with _locked(results_root, table_name) as work:
             _recover(results_root, table_name)
@@ -302,6 +306,7 @@ def recover(results_root: Path, table_name: str) -> None:
         OutputWriteError: The work directory could not be cleared, or a legacy partition
             could not be renamed (e.g. both ``batch_date=D`` and ``D`` hold files).
     """
+    _finish_pending_commits(results_root)
     try:
         with _locked(results_root, table_name):
             _recover(results_root, table_name)
@@ -361,10 +366,9 @@ def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
         SchemaMismatchError: A value that does not fit the runs schema or an unsafe run id.
         OutputWriteError: The file could not be written.
     """
-    if not _SAFE_NAME.fullmatch(summary.run_id):
-        raise SchemaMismatchError(f"runs.run_id {summary.run_id!r} is not a safe file name")
-    table = build_table(RUNS, [asdict(summary)])
-    final = partition_dir(results_root, RUNS, summary.batch_date) / f"{summary.run_id}.parquet"
+    table = run_table(summary)
+    final = run_file(results_root, summary)
+    _finish_pending_commits(results_root)
     try:
         with _locked(results_root, RUNS) as work:
             _recover(results_root, RUNS)
@@ -376,6 +380,35 @@ def append_run_summary(summary: RunSummary, results_root: Path) -> Path:
     except OSError as exc:
         raise OutputWriteError(final, _describe(exc)) from exc
     return final
+
+
+def run_table(summary: RunSummary) -> pa.Table:
+    """One run's row as a runs table.
+
+    Raises:
+        SchemaMismatchError: A value that does not fit the runs schema or an unsafe run id.
+    """
+    if not _SAFE_NAME.fullmatch(summary.run_id):
+        raise SchemaMismatchError(f"runs.run_id {summary.run_id!r} is not a safe file name")
+    return build_table(RUNS, [asdict(summary)])
+
+
+def run_file(results_root: Path, summary: RunSummary) -> Path:
+    """Where one run's row lives: ``runs/YYYY-MM-DD/<run_id>.parquet``."""
+    return partition_dir(results_root, RUNS, summary.batch_date) / f"{summary.run_id}.parquet"
+
+
+def _finish_pending_commits(results_root: Path) -> None:
+    """Roll a multi-table commit forward before this table is read or written.
+
+    Only when a write-ahead record is present, so that reading takes no lock and writes
+    nothing otherwise (e.g. on a read-only copy of the results).
+    """
+    if any((results_root / WORK_DIR).glob(f"{TX_PREFIX}*.json")):
+        # Imported here: transaction is built on this module.
+        from koa_core.storage.transaction import recover_all
+
+        recover_all(results_root)
 
 
 def read_table(table_name: str, results_root: Path, batch_date: date | None = None) -> pa.Table:
@@ -394,6 +427,7 @@ def read_table(table_name: str, results_root: Path, batch_date: date | None = No
         empty table of the right schema when nothing has been written.
     """
     schema = table_schema(table_name)
+    _finish_pending_commits(results_root)
     directory = results_root / table_name
     if not directory.is_dir():
         return schema.empty_table()
@@ -458,21 +492,28 @@ def _write_parquet_dir(directory: Path, table: pa.Table) -> None:
 
 
 def _swap_into_place(staged: Path, final: Path) -> None:
+    old = _swap_in(staged, final)
+    if old.exists():
+        shutil.rmtree(old)
+    fsync_directory(final.parent)
+
+
+def _swap_in(staged: Path, final: Path) -> Path:
+    """Put ``staged`` at ``final``; returns where the old partition now is (maybe nowhere)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     if not final.exists():
         staged.rename(final)
-    else:
-        try:
-            _exchange(staged, final)
-            old = staged
-        except _ExchangeUnsupportedError:
-            # Two renames leave a moment with no partition; ``recover`` restores the old one
-            # should the process die inside it.
-            old = staged.with_name(staged.name.removesuffix(".tmp") + ".old")
-            final.rename(old)
-            staged.rename(final)
-        shutil.rmtree(old)
-    fsync_directory(final.parent)
+        return staged
+    try:
+        _exchange(staged, final)
+        return staged
+    except _ExchangeUnsupportedError:
+        # Two renames leave a moment with no partition; recovery restores or finishes it
+        # should the process die inside it.
+        old = staged.with_name(staged.name.removesuffix(".tmp") + ".old")
+        final.rename(old)
+        staged.rename(final)
+        return old
 
 
 class _ExchangeUnsupportedError(Exception):

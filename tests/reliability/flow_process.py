@@ -2,13 +2,14 @@
 
 ``python -m tests.reliability.flow_process YYYY-MM-DD [FAULT MARKER_DIR]``; the environment
 carries ``KOA_*``, ``PREFECT_API_URL`` and ``KOA_DASK_ADDRESS`` (see ``helpers``). Faults
-(test-only wrappers around koa_core.storage.results, installed in this process only):
+(test-only wrappers around koa_core.storage.results and .transaction, installed in this
+process only):
 
 * ``kill-mid-parquet``: SIGKILL itself after writing half of the first Parquet file into
   the results work dir (a torn file, as a power cut or OOM kill would leave).
-* ``kill-between-tables``: SIGKILL itself after the scores partition was swapped in and
-  before the quarantine partition is written.
-* ``pause-in-write``: at the first partition write, touch ``MARKER_DIR/paused`` and wait
+* ``kill-between-tables``: SIGKILL itself after the commit record is written and the scores
+  partition swapped in, before the quarantine partition and the runs file are.
+* ``pause-in-write``: at the night's commit, touch ``MARKER_DIR/paused`` and wait
   (up to 120 s) for ``MARKER_DIR/release``, holding the batch lock all the while.
 """
 
@@ -22,10 +23,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from koa_core.storage import results
+from koa_core.storage import results, transaction
 
 _real_parquet = results._write_parquet_file
-_real_write_partition = results.write_partition
+_real_publish = transaction._publish
+_real_commit = transaction.commit
 
 
 def _die() -> None:
@@ -42,27 +44,25 @@ def _torn_parquet(path: Path, table: Any) -> None:
 def _install(fault: str, markers: Path) -> None:
     calls: list[str] = []
 
-    def kill_between(table_name: str, *args: Any, **kwargs: Any) -> Path:
-        calls.append(table_name)
+    def kill_between(root: Path, move: transaction.Move) -> None:
+        calls.append(move.final)
         if len(calls) == 2:
             _die()
-        return _real_write_partition(table_name, *args, **kwargs)
+        _real_publish(root, move)
 
-    def pause(table_name: str, *args: Any, **kwargs: Any) -> Path:
-        if not calls:
-            calls.append(table_name)
-            (markers / "paused").touch()
-            deadline = time.monotonic() + 120
-            while not (markers / "release").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        return _real_write_partition(table_name, *args, **kwargs)
+    def pause(*args: Any, **kwargs: Any) -> None:
+        (markers / "paused").touch()
+        deadline = time.monotonic() + 120
+        while not (markers / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _real_commit(*args, **kwargs)
 
     if fault == "kill-mid-parquet":
-        results._write_parquet_file = _torn_parquet  # type: ignore[assignment]
+        results._write_parquet_file = _torn_parquet
     elif fault == "kill-between-tables":
-        results.write_partition = kill_between  # type: ignore[assignment]
+        transaction._publish = kill_between
     elif fault == "pause-in-write":
-        results.write_partition = pause  # type: ignore[assignment]
+        transaction.commit = pause
     else:
         raise SystemExit(f"unknown fault {fault!r}")
 

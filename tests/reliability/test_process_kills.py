@@ -35,7 +35,7 @@ def _live(table_name: str) -> pd.DataFrame:
     return stable(results.read_table(table_name, get_settings().results_dir))
 
 
-def test_kill_during_the_write_leaves_old_or_no_partition_and_the_rerun_completes(
+def test_kill_during_the_write_leaves_one_whole_night_and_the_rerun_completes(
     small_night: list[str], dask_cluster: str, tmp_path: Path
 ) -> None:
     # First night ever, killed with half a Parquet file written: nothing of it is visible.
@@ -48,8 +48,8 @@ def test_kill_during_the_write_leaves_old_or_no_partition_and_the_rerun_complete
     report("rerun after kill-mid-parquet", clean)
     assert not clean.lost and not clean.duplicated
 
-    # Killed between the two tables with a complete night in place: each table still
-    # holds one whole partition with the same rows.
+    # Killed after its commit record, between the tables' renames: the next reader rolls
+    # the commit forward, so every table holds the killed run's night (the same rows).
     _killed_run(dask_cluster, "kill-between-tables", tmp_path)
     for table_name, before in (
         (results.SCORES, clean.scores),
@@ -57,14 +57,20 @@ def test_kill_during_the_write_leaves_old_or_no_partition_and_the_rerun_complete
     ):
         assert partition_files(table_name) == [results.PARTITION_FILE]
         pd.testing.assert_frame_equal(_live(table_name), stable(before))
+    root = get_settings().results_dir
+    killed_run = set(results.read_table(results.SCORES, root).column("run_id").to_pylist())
+    assert killed_run == set(results.read_table(results.QUARANTINE, root)["run_id"].to_pylist())
+    runs = results.read_table(results.RUNS, root).to_pandas()
+    assert killed_run <= set(runs["run_id"])  # committed with its runs row
 
     run_nightly(dask_cluster)
     again = outcome(small_night)
     report("rerun after kill-between-tables", again)
     pd.testing.assert_frame_equal(stable(again.scores), stable(clean.scores))
     pd.testing.assert_frame_equal(stable(again.quarantine), stable(clean.quarantine))
-    runs = results.read_table(results.RUNS, get_settings().results_dir).to_pandas()
-    assert list(runs["status"]) == ["completed", "completed"]  # killed runs wrote no summary
+    runs = results.read_table(results.RUNS, root).to_pandas()
+    # The run killed mid-Parquet wrote no row; the one killed after its record did.
+    assert list(runs["status"]) == ["completed"] * 3
     assert list((get_settings().results_dir / results.WORK_DIR).rglob("*.tmp")) == []
 
 
