@@ -17,14 +17,6 @@ from uuid import UUID
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
-from prefect.logging.handlers import APILogHandler
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
@@ -36,6 +28,7 @@ from koa_core.pipeline.source_paths import PATH_MAP_FILE, read_path_map
 from koa_core.privacy import pseudonymise, site_secret
 from koa_core.storage import results
 from tests.flows.models import register_tiny_champion
+from tests.reliability.helpers import prefect_texts
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 BATCH_DATE = date(2026, 11, 22)
@@ -96,18 +89,6 @@ def _run(dask_cluster: str) -> dict[str, Any]:
     return flow(batch_date=BATCH_DATE)
 
 
-def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], list[str]]:
-    APILogHandler().flush()  # send what the run logged before reading it back
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        )
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return [log.message for log in logs], [str(a.data) + str(a.description) for a in artifacts]
-
-
 def _leaks(texts: list[str], phantom_ids: list[str]) -> list[str]:
     return [text for text in texts for secret in [*SECRETS, *phantom_ids] if secret in text]
 
@@ -134,7 +115,7 @@ def test_logs_artifacts_and_details_carry_pseudonyms_only(night: Path, dask_clus
     names = [*scores["source_path"].to_pylist(), *(row["source_path"] for row in quarantine)]
     assert _leaks(names, phantom_ids) == []
 
-    logs, artifacts = _prefect_texts(UUID(summary["run_id"]))
+    logs, artifacts = prefect_texts(UUID(summary["run_id"]))
     jane = str(pseudonymise(JANE[0], secret))
     # The night's last log line and the quarantine table name the files: by pseudonym.
     assert any(jane in text for text in logs) and any(jane in text for text in artifacts)
@@ -178,7 +159,7 @@ def test_a_night_in_a_folder_named_after_the_patient_names_her_nowhere(
         assert not [v for v in (DOE_ID, "doe^jane") if v.encode() in raw], path
         values = [str(v) for column in pq.read_table(path).columns for v in column.to_pylist()]
         assert [text for text in values if _identifying(text)] == [], path
-    logs, artifacts = _prefect_texts(UUID(summary["run_id"]))
+    logs, artifacts = prefect_texts(UUID(summary["run_id"]))
     assert logs and artifacts
     assert [text for text in [*logs, *artifacts] if _identifying(text)] == []
 

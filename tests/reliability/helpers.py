@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pandas as pd
 import psutil
@@ -256,3 +257,25 @@ class RssSampler:
         return " ".join(
             f"peak_rss_{role}={peak / 2**20:.0f}MiB" for role, peak in self.peaks.items()
         )
+
+
+def prefect_texts(flow_run_id: UUID) -> tuple[list[str], list[str]]:
+    """Every log message and artifact (data and description) of a flow run, from its API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # send what the run logged before reading it back
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [log.message for log in logs], [str(a.data) + str(a.description) for a in artifacts]

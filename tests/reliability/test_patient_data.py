@@ -9,14 +9,6 @@ from uuid import UUID
 import pyarrow as pa
 import pytest
 import requests
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
-from prefect.logging.handlers import APILogHandler
 
 from koa_core.config import get_settings
 from koa_core.privacy import pseudonymise, site_secret
@@ -27,6 +19,7 @@ from tests.reliability.helpers import (
     BATCH_DATE,
     knee_templates,
     outcome,
+    prefect_texts,
     real_paths,
     report,
     run_nightly,
@@ -60,18 +53,6 @@ def _leaks(texts: list[str]) -> list[str]:
     return [text for text in texts for secret in secrets if secret in text]
 
 
-def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], list[str]]:
-    APILogHandler().flush()  # send what the run logged before reading it back
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        )
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return [log.message for log in logs], [str(a.data) + str(a.description) for a in artifacts]
-
-
 def test_dicomweb_night_keeps_patient_data_out_of_every_output(
     small_settings: Path, dask_cluster: str, tmp_path: Path
 ) -> None:
@@ -99,7 +80,7 @@ def test_dicomweb_night_keeps_patient_data_out_of_every_output(
     assert set(tables["scores"]["patient_key"].to_pylist()) == expected_keys
     assert _leaks([text for table in tables.values() for text in _texts(table)]) == []
 
-    logs, artifacts = _prefect_texts(UUID(summary["run_id"]))
+    logs, artifacts = prefect_texts(UUID(summary["run_id"]))
     assert logs and artifacts  # the run did log and publish: there was something to leak
     assert _leaks(logs) == [] and _leaks(artifacts) == []
     # The pulled copies were removed (keep_staged_files is off by default).
