@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from koa_core.data.datasets import KLDataset, load_dataset
+from koa_core.data.datasets import KLDataset
 from koa_core.errors import CorruptCheckpointError, DatasetError
 from koa_core.evaluation.evaluate import (
     EvaluationOutcome,
@@ -18,21 +18,7 @@ from koa_core.evaluation.evaluate import (
     logits_from_probabilities,
 )
 from koa_core.registry import ModelRegistry, ModelVersion
-from koa_core.training.loop import train
-from tests.core.kl_fixtures import TINY_CONFIG as CONFIG
 from tests.core.kl_fixtures import write_image_folder
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> KLDataset:
-    root = write_image_folder(tmp_path_factory.mktemp("kl"), {"train": 6, "val": 3, "test": 3})
-    return load_dataset(root, CONFIG.input_size)
-
-
-@pytest.fixture(scope="module")
-def trained(dataset: KLDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One training run for the module; each test registers it in its own registry."""
-    return train(CONFIG, dataset, tmp_path_factory.mktemp("run")).out_dir
 
 
 @pytest.fixture
