@@ -43,15 +43,24 @@ class Settings(BaseSettings):
     # side is then taken to span this field, the middle of the common 24-43 cm detectors.
     raster_field_mm: float = Field(default=360.0, gt=50.0, le=1000.0)
     knee_text_pattern: str = Field(
-        default=r"(?i)\b(knees?|genou[sx]?|knie[n]?|rodillas?|ginocchi[oa]|joelhos?|kn[äæ]|kolan[oa]|polv[io])\b",
+        default=(
+            r"(?i)\b(knees?|genou[sx]?|knie[n]?|rodillas?|ginocchi[oa]|joelhos?|kn[äæ]"
+            r"|kolan[oa])\b"
+        ),
         description="Regex on Study/Series description and Protocol name that says knee.",
     )
     lateral_text_pattern: str = Field(
-        default=r"(?i)\b(lat|lateral|ll|ml|lm|profil|profile|seitlich|skyline|merchant|sunrise|axial)\b",
+        default=(
+            r"(?i)\b(lat|lateral|ll|ml|lm|profil|profile|seitlich|skyline|merchant|sunrise"
+            r"|axial)\b"
+        ),
         description="Regex on the descriptions that says the view is not frontal.",
     )
     frontal_text_pattern: str = Field(
-        default=r"(?i)\b(pa|ap|a\.p\.|p\.a\.|frontal|face|standing|weight[- ]?bearing|bilat\w*|rosenberg|schuss)\b",
+        default=(
+            r"(?i)\b(pa|ap|frontal|face|standing|stehend|weight[- ]?bearing|bilat\w*"
+            r"|rosenberg|schuss)\b"
+        ),
         description="Regex on the descriptions that says the view is frontal.",
     )
 
