@@ -149,3 +149,7 @@ class LateralityUnknownError(KneeLocalizationError):
 
 class LocalizerNotFoundError(KoaError):
     """No champion localizer: whole films cannot be read without one."""
+
+
+class PhantomSpecError(KoaError, ValueError):
+    """A synthetic image asked for with arguments it cannot have (a kind, side or grade)."""
