@@ -67,7 +67,7 @@ def test_one_knee_without_header_and_unsure_anatomy_is_refused() -> None:
 
 
 def test_weak_candidates_are_no_knee() -> None:
-    with pytest.raises(NoKneeFoundError, match="0.30"):
+    with pytest.raises(NoKneeFoundError, match=r"0\.30"):
         _place([Found(400, 300, 0.3, 0.9)], "R")
     with pytest.raises(NoKneeFoundError):
         _place([], None)
