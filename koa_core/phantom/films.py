@@ -175,6 +175,16 @@ def _check(
         raise PhantomSpecError(f"a {kind} film takes {count} KL grade(s) 0-4, got {grades}")
 
 
+def _check_size(kind: str, size_mm: tuple[float, float] | None) -> None:
+    """A field must hold its knees with ``JOINT_CLEARANCE_MM`` around each joint."""
+    across, above, below = JOINT_CLEARANCE_MM
+    least = 2 * across + (JOINT_SEPARATION_MM[0] if kind == "bilateral" else 0.0)
+    if size_mm is not None and (size_mm[0] < least or size_mm[1] < above + below):
+        raise PhantomSpecError(
+            f"a {kind} film needs at least {least:g} x {above + below:g} mm, got {size_mm}"
+        )
+
+
 def _field_size(kind: str, rng: np.random.Generator) -> tuple[float, float]:
     """A detector field (width, height) in mm: a bilateral cassette or a one-knee field."""
     choice, jitter = int(rng.integers(len(BILATERAL_FIELDS_MM))), rng.uniform(-10.0, 0.0, 2)
@@ -498,6 +508,7 @@ def render_film(
         PhantomSpecError: an unknown kind, a side on a bilateral film, bad grades.
     """
     _check(kind, grades, side, photometric, bits_stored)
+    _check_size(kind, size_mm)
     rng = rng_for(seed)
     layout = _layout(kind, rng, grades, side, size_mm)
     features = [kl_features(grade, layout.anatomy, rng) for grade in layout.grades]

@@ -171,6 +171,8 @@ def test_grades_and_label_noise() -> None:
         {"kind": "unilateral", "grades": (5,)},
         {"kind": "unilateral", "bits_stored": 8},
         {"kind": "unilateral", "photometric": "RGB"},
+        {"kind": "bilateral", "size_mm": (250.0, 400.0)},
+        {"kind": "unilateral", "size_mm": (160.0, 100.0)},
     ],
 )
 def test_invalid_film_requests_are_named_errors(kwargs: dict[str, object]) -> None:
@@ -259,3 +261,18 @@ def test_cli_writes_films_and_labels(tmp_path: Path) -> None:
     assert [row["side"] for row in rows] == ["R", "L", "R", "L"]
     bad = CliRunner().invoke(app, [*args, "--film", "oblique"])
     assert bad.exit_code != 0
+
+
+def test_some_films_carry_metal() -> None:
+    films = [render_film("unilateral", seed, spacing_mm=2.0) for seed in range(60)]
+    share = np.mean([film.metal for film in films])
+    assert 0.03 <= share <= 0.35
+    assert not any(render_film("lateral", seed, spacing_mm=2.0).metal for seed in range(10))
+
+
+def test_cli_writes_a_night_of_films(tmp_path: Path) -> None:
+    args = ["phantoms", "--film", "mixed", "--out", str(tmp_path), "--n", "2", "--seed", "1"]
+    result = CliRunner().invoke(app, [*args, "--spacing-mm", "0.8", "--batch-date", "2026-05-04"])
+    assert result.exit_code == 0, result.output
+    rows = _read_csv(tmp_path / "2026-05-04.films.csv")
+    assert rows and all(row["file"].startswith("2026-05-04/") for row in rows)
