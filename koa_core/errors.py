@@ -110,3 +110,15 @@ class OutputWriteError(KoaError):
     def __init__(self, path: str | Path, detail: str) -> None:
         self.path = str(path)
         super().__init__(f"cannot write {self.path}: {detail}")
+
+
+class ResultBuildError(KoaError):
+    """Findings that cannot be written as a DICOM SR or Secondary Capture."""
+
+
+class DeliveryError(KoaError):
+    """A DICOM result its destination refused (HTTP 4xx, a failed SOP): retrying won't help."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """A delivery that may succeed later: connection refused/reset, timeout, HTTP 5xx/429."""
