@@ -49,12 +49,20 @@ Sleep = Callable[[float], None]
 
 @dataclass(frozen=True)
 class Instance:
-    """One built result waiting to be sent, with where its kept copy lives."""
+    """One built result waiting to be sent: the dataset and its Part 10 bytes."""
 
     kind: str
     run_id: str
     source_sop_instance_uid: str
     dataset: Dataset
+    data: bytes
+
+    @classmethod
+    def of(cls, kind: str, run_id: str, source: str, dataset: Dataset) -> Instance:
+        """Encode ``dataset`` once: the kept file and an outbox get the same bytes."""
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+        return cls(kind, run_id, source, dataset, buffer.getvalue())
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,8 @@ def build_instances(film: FilmFindings, run_id: str) -> list[Instance]:
     """
     source = str(film.source.SOPInstanceUID)
     return [
-        Instance(uids.SR, run_id, source, build_report(film)),
-        Instance(uids.SC, run_id, source, build_capture(film)),
+        Instance.of(uids.SR, run_id, source, build_report(film)),
+        Instance.of(uids.SC, run_id, source, build_capture(film)),
     ]
 
 
@@ -114,7 +122,7 @@ def deliver_findings(
     instances = [item for film in findings for item in build_instances(film, run_id)]
     folder = instances_dir(settings.runs_dir, batch_date, run_id)
     for instance in instances:
-        _keep(folder / f"{instance.dataset.SOPInstanceUID}.dcm", instance.dataset)
+        _keep(folder / f"{instance.dataset.SOPInstanceUID}.dcm", instance.data)
     return _send_all(instances, open_destination(destination), batch_date, settings, sleep)
 
 
@@ -156,23 +164,21 @@ def redeliver_failed(
         kept = instances_dir(settings.runs_dir, batch_date, record.run_id)
         path = kept / f"{record.sop_instance_uid}.dcm"
         try:
-            dataset = pydicom.dcmread(path)
+            data = path.read_bytes()
+            dataset = pydicom.dcmread(io.BytesIO(data))
         except (OSError, InvalidDicomError) as exc:
             missing.append(_missing(record, opened.label, f"kept instance unreadable: {exc}"))
             continue
-        instances.append(
-            Instance(record.kind, record.run_id, record.source_sop_instance_uid, dataset)
-        )
+        source = record.source_sop_instance_uid
+        instances.append(Instance(record.kind, record.run_id, source, dataset, data))
     sent = _send_all(instances, opened, batch_date, settings, sleep)
     record_deliveries(missing, settings.results_dir)
     return sent + missing
 
 
-def _keep(path: Path, dataset: Dataset) -> None:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+def _keep(path: Path, data: bytes) -> None:
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, data)
     except OSError as exc:
         raise OutputWriteError(path, str(exc)) from exc
 
@@ -188,7 +194,7 @@ def _send_all(
     down: str | None = None  # set once the destination has used up one instance's retries
     for instance in instances:
         if down is None:
-            outcome = _send_one(destination, instance.dataset, settings, sleep)
+            outcome = _send_one(destination, instance, settings, sleep)
             if outcome.gave_up:
                 down = f"not attempted: {destination.label} unreachable ({outcome.error})"
         else:
@@ -199,13 +205,13 @@ def _send_all(
 
 
 def _send_one(
-    destination: Destination, dataset: Dataset, settings: Settings, sleep: Sleep
+    destination: Destination, instance: Instance, settings: Settings, sleep: Sleep
 ) -> _Outcome:
     """Up to ``1 + deliver_retries`` tries; only ``TransientDeliveryError`` is retried."""
     error = ""
     for attempt in range(1, settings.deliver_retries + 2):
         try:
-            destination.send(dataset)
+            destination.send(instance.dataset, instance.data)
         except TransientDeliveryError as exc:
             error = str(exc)
             if attempt <= settings.deliver_retries:

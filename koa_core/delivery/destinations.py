@@ -9,13 +9,11 @@ without user or password, or the outbox's absolute path.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
@@ -38,12 +36,12 @@ _TRANSIENT_ERRORS = (
 
 
 class Destination(Protocol):
-    """Sends one DICOM instance; ``label`` names it without credentials."""
+    """Sends one DICOM instance (``data``: its Part 10 bytes); ``label`` has no credentials."""
 
     @property
     def label(self) -> str: ...
 
-    def send(self, dataset: Dataset) -> None: ...
+    def send(self, dataset: Dataset, data: bytes) -> None: ...
 
 
 def open_destination(target: str, timeout_s: float = HTTP_TIMEOUT_S) -> Destination:
@@ -67,16 +65,14 @@ class Outbox:
     def label(self) -> str:
         return str(self.folder)
 
-    def send(self, dataset: Dataset) -> None:
+    def send(self, dataset: Dataset, data: bytes) -> None:
         study, sop = str(dataset.StudyInstanceUID), str(dataset.SOPInstanceUID)
         if not (UID(study).is_valid and UID(sop).is_valid):
             # The UIDs become path components: never let one climb out of the outbox.
             raise DeliveryError(f"invalid UID for an outbox path: {study!r} / {sop!r}")
         path = self.folder / study / f"{sop}.dcm"
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
         try:
-            atomic_write_bytes(path, buffer.getvalue())
+            atomic_write_bytes(path, data)
         except OSError as exc:
             raise DeliveryError(str(OutputWriteError(path, str(exc)))) from exc
 
@@ -109,8 +105,8 @@ class DicomWebDestination:
     def label(self) -> str:
         return self.url
 
-    def send(self, dataset: Dataset) -> None:
-        try:
+    def send(self, dataset: Dataset, data: bytes) -> None:
+        try:  # dicomweb-client encodes the dataset itself
             response = self.client.store_instances(datasets=[dataset])
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None

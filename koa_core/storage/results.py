@@ -161,9 +161,7 @@ DELIVERIES_COLUMNS: tuple[Column, ...] = (
     Column("study_instance_uid", pa.string(), False, "(0020,000D) of the film and the result."),
     Column("sop_instance_uid", pa.string(), False, "(0008,0018) of the SR or SC sent."),
     Column("kind", pa.string(), False, "'SR' (structured report) or 'SC' (secondary capture)."),
-    Column(
-        "destination", pa.string(), False, "DICOMweb URL or outbox folder (never credentials)."
-    ),
+    Column("destination", pa.string(), False, "DICOMweb URL or outbox folder (never credentials)."),
     Column("status", pa.string(), False, "One of: " + ", ".join(DELIVERY_STATUSES) + "."),
     Column("attempts", pa.int32(), False, "Tries in this delivery call (retries included)."),
     Column("error", pa.string(), True, "The last attempt's error; null when delivered."),

@@ -26,11 +26,15 @@ NIGHT = STUDY_DATE
 SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
-    """An Orthanc that replaces a re-sent instance, holding two knee films of the night."""
-    with run_orthanc(tmp_path / "orthanc", overwrite=True) as server:
-        _upload(server, [film(1), film(2)], tmp_path)
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """An Orthanc that replaces a re-sent instance, holding two knee films of the night.
+
+    Shared by the module: every test delivers before it looks, and a delivery replaces.
+    """
+    folder = tmp_path_factory.mktemp("pacs")
+    with run_orthanc(folder / "orthanc", overwrite=True) as server:
+        _upload(server, [film(1), film(2)], folder)
         yield server
 
 
