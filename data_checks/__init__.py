@@ -9,10 +9,11 @@ codes. Conventions the suites rely on:
   ``meta.settings`` maps a kwarg to the ``koa_core.config.Settings`` field that overrides it;
   ``meta.keep_first_by`` on a uniqueness check keeps the first row in that column's order.
 - ``manifest``: rows whose ``read_error`` is set are quarantined with that code before GX.
-  DICOM attributes (modality DX/CR, body part KNEE in any case, view PA/AP, UIDs) must be
-  present on DICOM rows only; PNG/JPEG/TIFF rows carry none and are checked on format,
-  dimensions, bit depth and the koa-output marker. LEG and other body parts are refused
-  on purpose: the model was trained on knee views.
+  DICOM attributes (modality DX/CR, UIDs) must be present on DICOM rows only; PNG/JPEG/TIFF
+  rows carry none and are checked on format, dimensions, bit depth and the koa-output
+  marker. Body part and view are checked on the manifest's verdict columns
+  (``koa_core.io.header_evidence``): only a header naming another body part or a side view
+  is refused here; an empty or generic one is left to the localizer.
 - koa's own outputs: every DICOM koa writes carries Manufacturer ``koa`` and the value
   ``KOA`` in ImageType (e.g. ``DERIVED\\SECONDARY\\KOA``), so a result dropped back into
   the incoming folder is quarantined as ``koa_output`` instead of being scored again.

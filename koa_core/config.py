@@ -24,6 +24,46 @@ class Settings(BaseSettings):
     # Model input
     input_size: int = Field(default=224, ge=32, le=1024)
 
+    # Whole films: each knee the localizer finds is graded on a square of ``roi_mm`` around its
+    # joint (140 mm: DeepKnee's field, the whole joint with its margins and little else).
+    roi_mm: float = Field(default=140.0, gt=20.0, le=300.0, description="Knee ROI side (mm).")
+    min_knee_score: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Least localizer score that counts as a knee."
+    )
+    max_roi_off_film: float = Field(
+        default=0.15, ge=0.0, le=1.0, description="Largest share of a knee's ROI off the film."
+    )
+    laterality_confidence: float = Field(
+        default=0.8,
+        gt=0.5,
+        le=1.0,
+        description="Anatomy's side probability that overrules (or stands in for) the header.",
+    )
+    # A raster carries no pixel spacing unless it says so (koa's PNG text chunk): its longer
+    # side is then taken to span this field, the middle of the common 24-43 cm detectors.
+    raster_field_mm: float = Field(default=360.0, gt=50.0, le=1000.0)
+    knee_text_pattern: str = Field(
+        default=(
+            r"(?i)\b(knees?|genou[sx]?|knie[n]?|rodillas?|ginocchi[oa]|joelhos?|kn[äæ]"
+            r"|kolan[oa])\b"
+        ),
+        description="Regex on Study/Series description and Protocol name that says knee.",
+    )
+    lateral_text_pattern: str = Field(
+        default=(
+            r"(?i)\b(lat|lateral|ll|ml|lm|profil|profile|seitlich|skyline|merchant|sunrise"
+            r"|axial)\b"
+        ),
+        description="Regex on the descriptions that says the view is not frontal.",
+    )
+    frontal_text_pattern: str = Field(
+        default=(
+            r"(?i)\b(pa|ap|frontal|face|standing|stehend|weight[- ]?bearing|bilat\w*"
+            r"|rosenberg|schuss)\b"
+        ),
+        description="Regex on the descriptions that says the view is frontal.",
+    )
+
     # Accepted input geometry; outside these a file is quarantined, never allocated.
     min_image_px: int = 256
     max_image_px: int = 8192

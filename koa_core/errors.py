@@ -112,6 +112,49 @@ class OutputWriteError(KoaError):
         super().__init__(f"cannot write {self.path}: {detail}")
 
 
+class KneeLocalizationError(KoaError):
+    """A film that decoded but has no knee koa can grade and report with its side.
+
+    ``reason`` is the stable quarantine code (stage ``localize``).
+    """
+
+    reason = "no_knee_found"
+
+    def __init__(self, path: str | Path, detail: str) -> None:
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {self.reason}: {detail}")
+
+
+class NoKneeFoundError(KneeLocalizationError):
+    reason = "no_knee_found"
+
+
+class KneeTruncatedError(KneeLocalizationError):
+    reason = "knee_truncated"
+
+
+class LateralityConflictError(KneeLocalizationError):
+    """The header, the knees' positions and the anatomy disagree on a knee's side: a
+    wrong-side report is the error radiologists fear most, so the film is not graded."""
+
+    reason = "laterality_conflict"
+
+
+class LateralityUnknownError(KneeLocalizationError):
+    """One knee, no (0020,0062) ImageLaterality, and anatomy too unsure to tell the side."""
+
+    reason = "laterality_unknown"
+
+
+class LocalizerNotFoundError(KoaError):
+    """No champion localizer: whole films cannot be read without one."""
+
+
+class PhantomSpecError(KoaError, ValueError):
+    """A synthetic image asked for with arguments it cannot have (a kind, side or grade)."""
+
+
 class ResultBuildError(KoaError):
     """Findings that cannot be written as a DICOM SR or Secondary Capture."""
 

@@ -17,6 +17,10 @@ Version 2 resizes before it clips: the window is then found on ~50 thousand pixe
 of a few million, which made preprocessing ~4x cheaper (it was the largest per-image cost
 of a nightly run). Steps 1 and 2 are views, so only the field is ever copied.
 
+Version 3 cuts knees, not image centres: whole films go through the localizer and each knee's
+``roi_mm`` square (``koa_core.imaging.roi``) is resized and windowed as in steps 3-4; a file
+that is already a knee ROI uses its central ``roi_mm`` (140 mm, DeepKnee's field, was 150).
+
 Normalisation by the model's mean/std happens at scoring time (``model.inference``), because
 those numbers belong to the model card, not to the image.
 """
@@ -30,7 +34,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-PREPROCESS_VERSION = "2"
+PREPROCESS_VERSION = "3"
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 HISTOGRAM_BINS = 4096

@@ -1,4 +1,4 @@
-"""The one path from a file to model input: decode, orient, crop, resize, window, 8-bit.
+"""From a knee ROI file to model input: decode, orient, crop, resize, window, 8-bit.
 
 Training datasets, the nightly prepare step, ``koa preview`` and ``koa inspect`` all call
 ``load_model_input``, so the grader never sees an image made another way than the ones it
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from koa_core.config import Settings
-from koa_core.imaging.transforms import preprocess
+from koa_core.config import Settings, get_settings
+from koa_core.imaging.roi import RoiBox, roi_input
 from koa_core.io.reader import read_radiograph
 from koa_core.io.record import ImageMetadata
 
@@ -36,21 +36,35 @@ def to_uint8(pixels: npt.NDArray[np.float32]) -> ByteImage:
     return np.round(pixels * np.float32(255.0)).astype(np.uint8)
 
 
+def roi_file_spacing_mm(meta: ImageMetadata, decode_scale: int) -> float | None:
+    """Spacing of the decoded pixels (the header's times the decode scale), None if unknown."""
+    spacing = meta.pixel_spacing_mm
+    return spacing[0] * decode_scale if spacing else None
+
+
 def load_model_input(
     path: Path, input_size: int, *, settings: Settings | None = None
 ) -> FileModelInput:
-    """Decode ``path`` and turn it into the grader's input.
+    """Decode ``path``, a file that holds one knee's ROI, and turn it into the grader's input.
 
-    JPEG 2000 DICOMs are decoded at the lowest resolution level still covering the field
-    (``Radiograph.decode_scale``), so the pixel spacing used for the crop is the file's
-    spacing times that scale.
+    The knee is taken to sit at the centre: its ``roi_mm`` square is used when the pixel
+    spacing is known (the whole shorter side when that is smaller), else the central square
+    of the shorter side, as the public KL datasets' crops are meant. Whole films go through
+    ``koa_core.localize.knee_inputs.load_knee_inputs`` instead, which cuts the same square
+    around each joint the localizer finds. JPEG 2000 DICOMs are decoded at the lowest
+    resolution level still covering the field (``Radiograph.decode_scale``).
 
     Raises:
         ImageReadError: a subclass naming why the file cannot be used.
     """
+    settings = settings or get_settings()
     radiograph = read_radiograph(path, target_size=input_size, settings=settings)
-    meta = radiograph.meta
-    spacing = meta.pixel_spacing_mm
-    spacing_mm = spacing[0] * radiograph.decode_scale if spacing else None
-    model_input = preprocess(radiograph.pixels, meta.laterality, input_size, spacing_mm)
+    meta, pixels = radiograph.meta, radiograph.pixels
+    spacing_mm = roi_file_spacing_mm(meta, radiograph.decode_scale)
+    shorter = min(pixels.shape)
+    side = (
+        shorter if spacing_mm is None else min(shorter, max(1, round(settings.roi_mm / spacing_mm)))
+    )
+    box = RoiBox((pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2, side)
+    model_input = roi_input(pixels, box, input_size, mirror=meta.laterality == "L")
     return FileModelInput(to_uint8(model_input.pixels), model_input.flipped, meta)

@@ -33,6 +33,9 @@ class ImageMetadata:
     modality: str | None = None
     body_part_examined: str | None = None
     view_position: str | None = None
+    study_description: str | None = None  # (0008,1030); with the two below, evidence of
+    series_description: str | None = None  # (0008,103E)   body part and view when the
+    protocol_name: str | None = None  # (0018,1030)        coded attributes are missing
     laterality: str | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     image_type: tuple[str, ...] = ()

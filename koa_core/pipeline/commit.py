@@ -21,7 +21,9 @@ class NightSummary:
     run_id: str
     model_version: str
     n_inputs: int
+    n_films_scored: int
     n_scored: int
+    """Knees scored (rows written to ``scores``)."""
     n_quarantined: int
     grades: dict[int, int]
     p_koa: tuple[float, ...]
@@ -42,6 +44,7 @@ class NightSummary:
             "run_id": self.run_id,
             "model_version": self.model_version,
             "n_inputs": self.n_inputs,
+            "n_films_scored": self.n_films_scored,
             "n_scored": self.n_scored,
             "n_quarantined": self.n_quarantined,
             "grades": dict(self.grades),
@@ -105,6 +108,7 @@ def commit_night(
         run_id=run.run_id,
         model_version=run.model_version,
         n_inputs=ledger.n_inputs,
+        n_films_scored=ledger.n_films_scored,
         n_scored=len(scores),
         n_quarantined=len(quarantine),
         grades=ledger.grade_distribution(),

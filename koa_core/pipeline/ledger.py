@@ -1,7 +1,7 @@
 """A night's ledger: what became of each input, as typed score and quarantine records.
 
-Every input of a batch ends up in exactly one of two tables: ``scores`` (one row per scored
-image) or ``quarantine`` (one row per input that could not be scored, with its reasons).
+Every input of a batch ends up in exactly one of two tables: ``scores`` (one row per knee
+found on it) or ``quarantine`` (one row per input that could not be scored, with its reasons).
 ``NightLedger`` collects both from every stage and ``account`` checks that promise before
 anything is written. Rows name their input by ``source_path``, free of patient identifiers
 (``koa_core.pipeline.source_paths``); ``real_paths`` maps it back for the operators.
@@ -24,6 +24,7 @@ from koa_core.pipeline.source_paths import SourceIdentity, source_paths
 from koa_core.privacy import Redactor, patient_key, site_secret
 from koa_core.schema import GRADES, PROBABILITY_COLUMNS
 from koa_core.sources.listing import BatchListing
+from koa_core.storage.results import SCORES_SCHEMA_VERSION
 
 
 class AccountingError(KoaError):
@@ -38,6 +39,7 @@ class RunContext:
     run_id: str
     model_version: str
     weights_sha256: str
+    localizer_version: str
 
     def log_dir(self, runs_dir: Path) -> Path:
         """The run's own folder, for operators only: ``<runs_dir>/YYYY-MM-DD/<run id>``."""
@@ -86,8 +88,32 @@ class QuarantineRecord:
 
 
 @dataclass(frozen=True)
+class KneeLocation:
+    """Which knee of a film a score is for, where it is, and what said so."""
+
+    side: str
+    joint_x: float
+    joint_y: float
+    roi_mm: float
+    localizer_score: float
+    evidence: str
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> KneeLocation:
+        """From a prepared row (``koa_core.pipeline.prepare`` knee columns)."""
+        return cls(
+            side=row["knee_side"],
+            joint_x=float(row["joint_x"]),
+            joint_y=float(row["joint_y"]),
+            roi_mm=float(row["roi_mm"]),
+            localizer_score=float(row["localizer_score"]),
+            evidence=row["knee_evidence"],
+        )
+
+
+@dataclass(frozen=True)
 class ScoreRecord:
-    """One scored image: its identity, the model's output and its input statistics."""
+    """One scored knee: its film's identity, the knee, the model's output, input statistics."""
 
     origin: str
     sha256: str
@@ -97,6 +123,7 @@ class ScoreRecord:
     series_instance_uid: str | None
     patient_key: str | None
     laterality: str | None
+    knee: KneeLocation
     flipped: bool
     probabilities: tuple[float, ...]
     kl_grade: int
@@ -117,6 +144,7 @@ class ScoreRecord:
             series_instance_uid=row.get("series_instance_uid"),
             patient_key=patient_key(row.get("patient_id"), settings),
             laterality=row.get("laterality"),
+            knee=KneeLocation.of_row(row),
             flipped=bool(row["flipped"]),
             probabilities=tuple(float(row[name]) for name in PROBABILITY_COLUMNS),
             kl_grade=int(row["kl_grade"]),
@@ -135,6 +163,7 @@ class ScoreRecord:
             "series_instance_uid": self.series_instance_uid,
             "patient_key": self.patient_key,
             "laterality": self.laterality,
+            "knee_side": self.knee.side,
             "flipped": self.flipped,
             "source_path": source_path,
             "source_sha256": self.sha256,
@@ -149,6 +178,13 @@ class ScoreRecord:
             "scored_at": self.scored_at,
             "input_mean": self.input_mean,
             "input_std": self.input_std,
+            "joint_x": self.knee.joint_x,
+            "joint_y": self.knee.joint_y,
+            "roi_mm": self.knee.roi_mm,
+            "localizer_score": self.knee.localizer_score,
+            "localizer_version": run.localizer_version,
+            "knee_evidence": self.knee.evidence,
+            "schema_version": SCORES_SCHEMA_VERSION,
         }
 
 
@@ -233,14 +269,37 @@ class NightLedger:
         return {name: origin for origin, name in self.source_paths().items()}
 
     def quarantine(self, rows: Iterable[Mapping[str, Any]], stage: str) -> None:
-        """Quarantine the rows that failed ``stage`` (see ``QuarantineRecord.of_row``)."""
+        """Quarantine the inputs of the rows that failed ``stage`` (``QuarantineRecord.of_row``).
+
+        Rows are per knee after ``prepare``: a film whose knees fail is quarantined once,
+        with the reasons of all of them, and its other knees' scores are dropped (the
+        accounting rule: a file is quarantined, or has a score row for every knee on it).
+        """
         now = datetime.now(UTC)
-        self._quarantined += [QuarantineRecord.of_row(row, stage, now) for row in rows]
+        done = {record.origin for record in self._quarantined}
+        by_origin: dict[str, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            if row["origin"] not in done:
+                by_origin.setdefault(row["origin"], []).append(row)
+        for failed in by_origin.values():
+            reasons = ";".join(
+                dict.fromkeys(r for row in failed for r in row["reasons"].split(";"))
+            )
+            record = QuarantineRecord.of_row({**failed[0], "reasons": reasons}, stage, now)
+            self._quarantined.append(record)
+        quarantined = set(by_origin)
+        self._scored = [record for record in self._scored if record.origin not in quarantined]
 
     def score(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Record scored rows that passed every check (see ``ScoreRecord.of_prediction``)."""
+        """Record scored knee rows that passed every check (``ScoreRecord.of_prediction``);
+        rows of an input already quarantined are dropped with it."""
         now = datetime.now(UTC)
-        self._scored += [ScoreRecord.of_prediction(row, self._settings, now) for row in rows]
+        quarantined = {record.origin for record in self._quarantined}
+        self._scored += [
+            ScoreRecord.of_prediction(row, self._settings, now)
+            for row in rows
+            if row["origin"] not in quarantined
+        ]
 
     def account(self) -> None:
         """Raise unless every input's ``source_path`` appears exactly once across the tables.
@@ -254,7 +313,12 @@ class NightLedger:
         if len(expected) < len(names):
             shared = sorted(name for name, count in expected.items() if count > 1)
             raise AccountingError(f"inputs share a source_path (first: {shared[:3]})")
-        origins = [r.origin for r in self._scored] + [r.origin for r in self._quarantined]
+        knees = Counter((r.origin, r.knee.side) for r in self._scored)
+        if any(count > 1 for count in knees.values()):
+            twice = sorted(names.get(o, o) for (o, _), count in knees.items() if count > 1)
+            raise AccountingError(f"a knee scored twice (first: {twice[:3]})")
+        scored = {r.origin for r in self._scored}
+        origins = [*scored, *(r.origin for r in self._quarantined)]
         seen = Counter(names.get(origin, origin) for origin in origins)
         missing = sorted(set(expected) - set(seen))
         extra = sorted(name for name, count in seen.items() if count > expected.get(name, 0))
@@ -277,7 +341,12 @@ class NightLedger:
             for record in self._quarantined
         ]
 
+    @property
+    def n_films_scored(self) -> int:
+        """Inputs with at least one scored knee."""
+        return len({record.origin for record in self._scored})
+
     def grade_distribution(self) -> dict[int, int]:
-        """Count of scored images per KL grade, every grade present."""
+        """Count of scored knees per KL grade, every grade present."""
         counts = Counter(record.kl_grade for record in self._scored)
         return {grade: counts.get(grade, 0) for grade in GRADES}

@@ -12,6 +12,7 @@ from typing import Any
 
 from koa_core.config import get_settings
 from koa_core.errors import ImageReadError
+from koa_core.io.header_evidence import header_verdict
 from koa_core.io.reader import read_metadata
 from koa_core.storage.files import file_sha256
 
@@ -49,7 +50,14 @@ def manifest_row(path: Path, sha256: str | None = None) -> dict[str, Any]:
         return {**row, "read_error": error.reason, READ_ERROR_DETAIL: error.detail}
     metadata = meta.to_row()
     del metadata["path"]
-    return {**row, **metadata, "read_error": None, READ_ERROR_DETAIL: None}
+    verdict = header_verdict(meta, get_settings())
+    evidence = {
+        "body_part_verdict": verdict.body_part,
+        "body_part_evidence": verdict.body_part_evidence,
+        "view_verdict": verdict.view,
+        "view_evidence": verdict.view_evidence,
+    }
+    return {**row, **metadata, **evidence, "read_error": None, READ_ERROR_DETAIL: None}
 
 
 def build_manifest(

@@ -53,6 +53,7 @@ from typing import Any
 
 import filelock
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -82,7 +83,7 @@ DELIVERIES = "deliveries"
 WORK_DIR = "_work"
 TX_PREFIX = "tx-"  # a multi-table commit's folder and write-ahead record in WORK_DIR
 PARTITION_FILE = "part-0.parquet"
-QUARANTINE_STAGES = ("read", "manifest", "model_input", "predictions")
+QUARANTINE_STAGES = ("read", "manifest", "localize", "model_input", "predictions")
 RUN_STATUSES = ("running", "completed", "failed")
 DELIVERY_KINDS = ("SR", "SC")
 DELIVERY_STATUSES = ("delivered", "failed")
@@ -90,6 +91,8 @@ LOCK_TIMEOUT_S = 600.0
 # How koa named partitions before they were named by the bare date.
 _LEGACY_PARTITION = re.compile(r"batch_date=(\d{4}-\d{2}-\d{2})")
 
+# 2: one row per knee (knee_side ... knee_evidence); 1 (no column): one row per image.
+SCORES_SCHEMA_VERSION = 2
 _UTC_US = pa.timestamp("us", tz="UTC")
 _BATCH_DATE = Column("batch_date", pa.date32(), False, "Nightly batch date (also the partition).")
 _RUN_ID = Column("run_id", pa.string(), False, "Id of the run that wrote the row.")
@@ -100,8 +103,14 @@ SCORES_COLUMNS: tuple[Column, ...] = (
     Column("study_instance_uid", pa.string(), True, "(0020,000D) StudyInstanceUID."),
     Column("series_instance_uid", pa.string(), True, "(0020,000E) SeriesInstanceUID."),
     Column("patient_key", pa.string(), True, "Keyed hash of (0010,0020) PatientID ('anon-...')."),
-    Column("laterality", pa.string(), True, "'L', 'R' or null when unknown."),
-    Column("flipped", pa.bool_(), False, "Image mirrored to the canonical side before scoring."),
+    Column("laterality", pa.string(), True, "(0020,0062) ImageLaterality 'L'/'R'; null if absent."),
+    Column(
+        "knee_side",
+        pa.string(),
+        False,
+        "The patient's knee this row grades, 'R' or 'L' (with the image, the row's key).",
+    ),
+    Column("flipped", pa.bool_(), False, "ROI mirrored to a right knee before scoring (left)."),
     Column(
         "source_path",
         pa.string(),
@@ -125,6 +134,25 @@ SCORES_COLUMNS: tuple[Column, ...] = (
     Column("scored_at", _UTC_US, False, "When the image was scored (UTC)."),
     Column("input_mean", pa.float32(), False, "Mean of the preprocessed model input (drift)."),
     Column("input_std", pa.float32(), False, "Std of the preprocessed model input (drift)."),
+    Column("joint_x", pa.float32(), False, "Joint centre column, in stored-image pixels."),
+    Column("joint_y", pa.float32(), False, "Joint centre row, in stored-image pixels."),
+    Column("roi_mm", pa.float32(), False, "Side of the square graded around the joint (mm)."),
+    Column("localizer_score", pa.float32(), False, "Localizer's confidence in this knee (0-1)."),
+    Column("localizer_version", pa.string(), False, "Registry version of the localizer."),
+    Column(
+        "knee_evidence",
+        pa.string(),
+        False,
+        "What said knee, frontal and side: `body_part=<header|description|localizer>;"
+        "view=<...>;side=<header|position|anatomy>`.",
+    ),
+    Column(
+        "schema_version",
+        pa.int8(),
+        False,
+        f"Version of this table's schema ({SCORES_SCHEMA_VERSION}); null in partitions written"
+        " before version 2 (one row per image, no knee columns).",
+    ),
 )
 QUARANTINE_COLUMNS: tuple[Column, ...] = (
     _BATCH_DATE,
@@ -147,7 +175,7 @@ RUNS_COLUMNS: tuple[Column, ...] = (
     Column("started_at", _UTC_US, False, "Run start (UTC)."),
     Column("finished_at", _UTC_US, True, "Run end (UTC); null while running."),
     Column("n_inputs", pa.int64(), False, "Files found in the batch."),
-    Column("n_scored", pa.int64(), False, "Rows written to scores."),
+    Column("n_scored", pa.int64(), False, "Rows written to scores (knees, since schema 2)."),
     Column("n_quarantined", pa.int64(), False, "Rows written to quarantine."),
     Column(
         "model_version", pa.string(), True, "Model used; null if the run failed before loading."
@@ -179,11 +207,11 @@ _ALLOWED: dict[str, dict[str, tuple[str, ...]]] = {
     RUNS: {"status": RUN_STATUSES},
     DELIVERIES: {"kind": DELIVERY_KINDS, "status": DELIVERY_STATUSES},
 }
-_SORT_KEYS = {
-    SCORES: "source_path",
-    QUARANTINE: "source_path",
-    RUNS: "started_at",
-    DELIVERIES: "recorded_at",
+_SORT_KEYS: dict[str, tuple[str, ...]] = {
+    SCORES: ("source_path", "knee_side"),
+    QUARANTINE: ("source_path",),
+    RUNS: ("started_at",),
+    DELIVERIES: ("recorded_at",),
 }
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -504,7 +532,21 @@ def read_table(table_name: str, results_root: Path, batch_date: date | None = No
     dataset = ds.dataset(directory, format="parquet", schema=schema)
     filter_ = ds.field("batch_date") == batch_date if batch_date is not None else None
     table = dataset.to_table(filter=filter_)
-    return table.sort_by([("batch_date", "ascending"), (_SORT_KEYS[table_name], "ascending")])
+    if table_name == SCORES:
+        table = _upgraded_scores(table)
+    keys = [("batch_date", "ascending")] + [(key, "ascending") for key in _SORT_KEYS[table_name]]
+    return table.sort_by(keys)
+
+
+def _upgraded_scores(table: pa.Table) -> pa.Table:
+    """Rows of version-1 partitions (one per image) read with ``knee_side`` = their header
+    ``laterality``: the only side they were ever graded as."""
+    version_1 = pc.is_null(table.column("schema_version"))
+    if not pc.any(version_1).as_py():
+        return table
+    sides = pc.if_else(version_1, table.column("laterality"), table.column("knee_side"))
+    index = table.schema.get_field_index("knee_side")
+    return table.set_column(index, table.schema.field(index), sides)
 
 
 def read_scores(results_root: Path, batch_date: date | None = None) -> pa.Table:

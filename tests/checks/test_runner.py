@@ -26,6 +26,8 @@ GOOD_DICOM: dict[str, Any] = {
     "modality": "DX",
     "body_part_examined": "KNEE",
     "view_position": "PA",
+    "body_part_verdict": "knee",
+    "view_verdict": "frontal",
     "laterality": "R",
     "pixel_spacing_row_mm": 0.15,
     "pixel_spacing_col_mm": 0.15,
@@ -42,6 +44,8 @@ GOOD_RASTER: dict[str, Any] = {
     "bits_stored": 8,
     "photometric_interpretation": "MONOCHROME2",
     "image_type": [],
+    "body_part_verdict": "unknown",
+    "view_verdict": "unknown",
     "read_error": None,
 }
 
@@ -49,11 +53,8 @@ GOOD_RASTER: dict[str, Any] = {
 MANIFEST_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("modality_mr", {"modality": "MR"}, "modality_not_dx_cr"),
     ("modality_missing", {"modality": None}, "modality_not_dx_cr"),
-    ("body_part_chest", {"body_part_examined": "CHEST"}, "body_part_not_knee"),
-    ("body_part_leg", {"body_part_examined": "LEG"}, "body_part_not_knee"),
-    ("body_part_missing", {"body_part_examined": None}, "body_part_not_knee"),
-    ("view_lateral", {"view_position": "LL"}, "view_not_pa_ap"),
-    ("view_missing", {"view_position": None}, "view_not_pa_ap"),
+    ("body_part_other", {"body_part_verdict": "other"}, "body_part_not_knee"),
+    ("view_lateral", {"view_verdict": "not_frontal"}, "not_frontal_view"),
     ("derived", {"image_type": ["DERIVED", "SECONDARY"]}, "derived_image"),
     ("rows_small", {"rows": 100}, "rows_out_of_range"),
     ("rows_large", {"rows": 10_000}, "rows_out_of_range"),
@@ -223,8 +224,8 @@ def test_unknown_suite_is_rejected() -> None:
 
 
 def test_missing_column_is_named() -> None:
-    frame = pd.DataFrame([manifest_row("good")]).drop(columns=["view_position"])
-    with pytest.raises(SuiteError, match="view_position"):
+    frame = pd.DataFrame([manifest_row("good")]).drop(columns=["view_verdict"])
+    with pytest.raises(SuiteError, match="view_verdict"):
         run_suite(frame, "manifest")
 
 

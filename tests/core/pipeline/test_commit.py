@@ -15,15 +15,17 @@ from koa_core.privacy import Redactor, site_secret
 from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.sources.listing import BatchListing, SourceFile
 from koa_core.storage import results
+from tests.knee_columns import prepared_knee
 
 DAY = date(2026, 11, 21)
-RUN = RunContext(DAY, "run-7", "v3", "f" * 64)
+RUN = RunContext(DAY, "run-7", "v3", "f" * 64, "loc-1")
 # Keys the flow's callers read from its result (koa score, local_run, tests, benchmarks).
 SUMMARY_KEYS = {
     "batch_date",
     "run_id",
     "model_version",
     "n_inputs",
+    "n_films_scored",
     "n_scored",
     "n_quarantined",
     "grades",
@@ -42,7 +44,7 @@ def _ledger(n_files: int) -> NightLedger:
     return NightLedger(RUN, listing, settings, Redactor(site_secret(settings)))
 
 
-def _scored(origin: str, grade: int) -> dict[str, object]:
+def _scored(origin: str, grade: int, side: str = "R") -> dict[str, object]:
     probabilities = {name: 0.2 for name in PROBABILITY_COLUMNS}
     return {
         "origin": origin,
@@ -55,6 +57,7 @@ def _scored(origin: str, grade: int) -> dict[str, object]:
         "p_koa": 0.6,
         "mean": 0.5,
         "std": 0.2,
+        **prepared_knee(side),
     }
 
 
@@ -80,6 +83,33 @@ def test_a_committed_night_is_in_every_table_and_its_summary() -> None:
     assert set(as_dict) == SUMMARY_KEYS
     assert as_dict["batch_date"] == "2026-11-21" and as_dict["docs_path"] == ""
     assert as_dict["results_dir"] == str(root) and as_dict["failure"] is None
+
+
+def test_a_bilateral_film_is_two_rows_and_a_failed_knee_quarantines_its_film() -> None:
+    ledger = _ledger(3)
+    ledger.score([_scored("/in/0.dcm", 1, "R"), _scored("/in/0.dcm", 3, "L")])
+    ledger.quarantine([{**_scored("/in/1.dcm", 0, "L"), "reasons": "blank_input"}], "model_input")
+    ledger.score([_scored("/in/1.dcm", 2, "R"), _scored("/in/2.dcm", 0, "L")])
+    ledger.quarantine([{**_scored("/in/1.dcm", 2, "R"), "reasons": "x"}], "predictions")
+    summary = commit_night(ledger, get_settings(), datetime.now(UTC), None)
+
+    root = get_settings().results_dir
+    scores = results.read_table(results.SCORES, root, DAY).to_pylist()
+    assert [(row["source_path"], row["knee_side"]) for row in scores] == [
+        ("0.dcm", "L"),
+        ("0.dcm", "R"),
+        ("2.dcm", "L"),
+    ]
+    (quarantined,) = results.read_table(results.QUARANTINE, root, DAY).to_pylist()
+    assert (quarantined["source_path"], quarantined["stage"]) == ("1.dcm", "model_input")
+    assert (summary.n_films_scored, summary.n_scored, summary.n_quarantined) == (2, 3, 1)
+
+
+def test_a_knee_scored_twice_stops_the_commit() -> None:
+    ledger = _ledger(1)
+    ledger.score([_scored("/in/0.dcm", 1, "R"), _scored("/in/0.dcm", 2, "R")])
+    with pytest.raises(AccountingError, match="knee scored twice"):
+        commit_night(ledger, get_settings(), datetime.now(UTC), None)
 
 
 def test_a_mostly_quarantined_night_is_written_and_marked_failed() -> None:

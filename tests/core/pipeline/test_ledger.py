@@ -21,7 +21,7 @@ from koa_core.storage import results
 
 DAY = date(2026, 11, 20)
 SECRET = "ledger-test-secret"
-RUN = RunContext(DAY, "run-1", "v1", "0" * 64)
+RUN = RunContext(DAY, "run-1", "v1", "0" * 64, "loc-1")
 SETTINGS = Settings(site_secret=SecretStr(SECRET))
 REJECTED = RejectedFile("/in/escape.dcm", "unsafe_path", "symlink leaves the batch folder")
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from koa_core.schema import PROBABILITY_COLUMNS
 from koa_core.storage import results, transaction
+from tests.knee_columns import scores_knee
 
 DAY = date(2026, 3, 14)
 _AT = datetime(2026, 3, 15, 1, 2, 3, tzinfo=UTC)
@@ -48,6 +49,7 @@ def night(tag: str, n_scored: int) -> tuple[dict[str, pa.Table], results.RunSumm
             "scored_at": _AT,
             "input_mean": 0.5,
             "input_std": 0.25,
+            **scores_knee(),
         }
         for i in range(n_scored)
     ]

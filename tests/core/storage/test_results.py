@@ -37,6 +37,7 @@ from koa_core.storage.results import (
     read_table,
     write_partition,
 )
+from tests.knee_columns import scores_knee
 
 DAY1 = date(2024, 3, 1)
 DAY2 = date(2024, 3, 2)
@@ -69,6 +70,7 @@ def score_rows(batch_date: date, n: int, seed: int = 0, tag: str = "a") -> list[
                 "scored_at": datetime(2024, 3, 2, 1, 2, 3, 456789, tzinfo=UTC),
                 "input_mean": float(rng.random()),
                 "input_std": float(rng.random()),
+                **scores_knee("L" if i % 2 else "R"),
             }
         )
     return rows
