@@ -12,6 +12,7 @@ import argparse
 import time
 
 import decode
+import delivery
 import end_to_end
 import kernel
 import scaling
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "training": training.run,
     "end_to_end": end_to_end.run,
     "scaling": scaling.run,
+    "delivery": delivery.run,
 }
 
 

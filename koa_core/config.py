@@ -116,6 +116,16 @@ class Settings(BaseSettings):
         default=None, description="user:password for koa serve's Prefect server and UI."
     )
 
+    # DICOM results (SR + Secondary Capture per film) go back to the PACS: a DICOMweb URL
+    # (STOW-RS; basic auth as ``https://user:password@host/...``) or an outbox folder.
+    deliver_to: str | None = Field(
+        default=None, description="DICOMweb URL or folder for SR/SC results; None: not sent."
+    )
+    deliver_retries: int = Field(default=3, ge=0, description="Retries of a transient failure.")
+    deliver_backoff_s: float = Field(
+        default=1.0, ge=0.0, description="First retry delay; doubles on each retry."
+    )
+
     @field_validator("path_identifier_pattern")
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:

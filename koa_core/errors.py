@@ -153,3 +153,15 @@ class LocalizerNotFoundError(KoaError):
 
 class PhantomSpecError(KoaError, ValueError):
     """A synthetic image asked for with arguments it cannot have (a kind, side or grade)."""
+
+
+class ResultBuildError(KoaError):
+    """Findings that cannot be written as a DICOM SR or Secondary Capture."""
+
+
+class DeliveryError(KoaError):
+    """A DICOM result its destination refused (HTTP 4xx, a failed SOP): retrying won't help."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """A delivery that may succeed later: connection refused/reset, timeout, HTTP 5xx/429."""

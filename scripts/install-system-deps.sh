@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: dcmtk (JPEG lossless / JPEG-LS encoders for
 # test fixtures), Orthanc with its DICOMweb plugin (the PACS the DICOMweb source is tested
-# against) and Chromium (the Prefect UI browser test). Installs only what is missing.
+# against), dicom3tools (dciodvfy validates the SR and SC koa writes) and Chromium (the
+# Prefect UI browser test). Installs only what is missing.
 set -euo pipefail
-wanted=(dcmtk orthanc orthanc-dicomweb chromium)
+wanted=(dcmtk orthanc orthanc-dicomweb dicom3tools chromium)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

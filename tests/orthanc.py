@@ -36,7 +36,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_config(workdir: Path, port: int) -> Path:
+def _write_config(workdir: Path, port: int, overwrite: bool) -> Path:
     storage = workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     config = {
@@ -48,6 +48,8 @@ def _write_config(workdir: Path, port: int) -> Path:
         "DicomServerEnabled": False,
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
+        # Orthanc keeps the first instance of a SOPInstanceUID unless told to replace it.
+        "OverwriteInstances": overwrite,
         "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
@@ -84,19 +86,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def run_orthanc(workdir: Path) -> Iterator[OrthancServer]:
-    """Start Orthanc with the DICOMweb plugin on a free loopback port; stop it on exit.
+def run_orthanc(
+    workdir: Path, port: int | None = None, overwrite: bool = False
+) -> Iterator[OrthancServer]:
+    """Start Orthanc with the DICOMweb plugin on a loopback port; stop it on exit.
 
-    Skips the calling test when Orthanc or its DICOMweb plugin is not installed
-    (Debian packages ``orthanc`` and ``orthanc-dicomweb``).
+    ``port`` defaults to a free one; pass an earlier server's port and ``workdir`` to
+    restart it with its storage. ``overwrite`` sets ``OverwriteInstances`` (a re-sent
+    SOP instance replaces the stored one). Skips the calling test when Orthanc or its
+    DICOMweb plugin is not installed (Debian packages ``orthanc`` and ``orthanc-dicomweb``).
     """
     if ORTHANC_BIN is None or not DICOMWEB_PLUGIN.exists():
         pytest.skip(
             "Orthanc with the DICOMweb plugin is not installed (apt: orthanc orthanc-dicomweb)"
         )
-    port = _free_port()
-    config = _write_config(workdir, port)
+    port = port or _free_port()
+    config = _write_config(workdir, port, overwrite)
     log_path = workdir / "orthanc.log"
+    if log_path.exists():  # a restart: keep the earlier run's log beside it
+        log_path.rename(workdir / f"orthanc.{time.time_ns()}.log")
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([ORTHANC_BIN, str(config)], stdout=log, stderr=subprocess.STDOUT)

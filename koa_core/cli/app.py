@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from koa_core.cli.delivery import deliver_command
 from koa_core.cli.models import evaluate_command, models_app, train_command
 from koa_core.cli.progress import progress_bar
 
@@ -22,6 +23,7 @@ console = Console(stderr=True)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.add_typer(models_app, name="models")
+app.command("deliver")(deliver_command)
 
 
 def _say(text: str) -> None:

@@ -5,6 +5,8 @@ Layout under ``results_root`` (``Settings().results_dir``)::
     scores/YYYY-MM-DD/part-0.parquet         one partition per nightly batch
     quarantine/YYYY-MM-DD/part-0.parquet
     runs/YYYY-MM-DD/<run_id>.parquet         one small file per run
+    deliveries/YYYY-MM-DD/part-0.parquet     DICOM results sent to the PACS, one row per
+                                             instance and delivery call (appended)
     _work/                                   temp and aside dirs, lock files, and a
                                              night's commit: tx-<id>/ and its record
                                              tx-<id>.json (see ``storage.transaction``)
@@ -28,9 +30,9 @@ datasets rather than inside them: duckdb's ``*/*.parquet`` glob and polars' dire
 scan do not skip ``_``- or ``.``-prefixed directories (verified), so a leftover from a
 crash inside ``scores/`` would be read as data.
 
-Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS`` and
-``RUNS_COLUMNS`` (render them with ``columns_markdown``); the descriptions also travel
-in each Parquet field's metadata.
+Every column is documented in ``SCORES_COLUMNS``, ``QUARANTINE_COLUMNS``,
+``RUNS_COLUMNS`` and ``DELIVERIES_COLUMNS`` (render them with ``columns_markdown``); the
+descriptions also travel in each Parquet field's metadata.
 """
 
 from __future__ import annotations
@@ -77,11 +79,14 @@ class Column:
 SCORES = "scores"
 QUARANTINE = "quarantine"
 RUNS = "runs"
+DELIVERIES = "deliveries"
 WORK_DIR = "_work"
 TX_PREFIX = "tx-"  # a multi-table commit's folder and write-ahead record in WORK_DIR
 PARTITION_FILE = "part-0.parquet"
 QUARANTINE_STAGES = ("read", "manifest", "localize", "model_input", "predictions")
 RUN_STATUSES = ("running", "completed", "failed")
+DELIVERY_KINDS = ("SR", "SC")
+DELIVERY_STATUSES = ("delivered", "failed")
 LOCK_TIMEOUT_S = 600.0
 # How koa named partitions before they were named by the bare date.
 _LEGACY_PARTITION = re.compile(r"batch_date=(\d{4}-\d{2}-\d{2})")
@@ -177,15 +182,36 @@ RUNS_COLUMNS: tuple[Column, ...] = (
     ),
     Column("status", pa.string(), False, "One of: " + ", ".join(RUN_STATUSES) + "."),
 )
-_COLUMNS = {SCORES: SCORES_COLUMNS, QUARANTINE: QUARANTINE_COLUMNS, RUNS: RUNS_COLUMNS}
+DELIVERIES_COLUMNS: tuple[Column, ...] = (
+    _BATCH_DATE,
+    Column("run_id", pa.string(), False, "Id of the run that built the instance."),
+    Column("source_sop_instance_uid", pa.string(), False, "(0008,0018) of the scored film."),
+    Column("study_instance_uid", pa.string(), False, "(0020,000D) of the film and the result."),
+    Column("sop_instance_uid", pa.string(), False, "(0008,0018) of the SR or SC sent."),
+    Column("kind", pa.string(), False, "'SR' (structured report) or 'SC' (secondary capture)."),
+    Column("destination", pa.string(), False, "DICOMweb URL or outbox folder (never credentials)."),
+    Column("status", pa.string(), False, "One of: " + ", ".join(DELIVERY_STATUSES) + "."),
+    Column("attempts", pa.int32(), False, "Tries in this delivery call (retries included)."),
+    Column("error", pa.string(), True, "The last attempt's error; null when delivered."),
+    Column("delivered_at", _UTC_US, True, "When the destination accepted it (UTC); else null."),
+    Column("recorded_at", _UTC_US, False, "When this outcome was recorded (UTC)."),
+)
+_COLUMNS = {
+    SCORES: SCORES_COLUMNS,
+    QUARANTINE: QUARANTINE_COLUMNS,
+    RUNS: RUNS_COLUMNS,
+    DELIVERIES: DELIVERIES_COLUMNS,
+}
 _ALLOWED: dict[str, dict[str, tuple[str, ...]]] = {
     QUARANTINE: {"stage": QUARANTINE_STAGES},
     RUNS: {"status": RUN_STATUSES},
+    DELIVERIES: {"kind": DELIVERY_KINDS, "status": DELIVERY_STATUSES},
 }
 _SORT_KEYS: dict[str, tuple[str, ...]] = {
     SCORES: ("source_path", "knee_side"),
     QUARANTINE: ("source_path",),
     RUNS: ("started_at",),
+    DELIVERIES: ("recorded_at",),
 }
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -318,6 +344,46 @@ def write_partition(table_name: str, batch_date: date, table: pa.Table, results_
     try:
         with _locked(results_root, table_name) as work:
             _recover(results_root, table_name)
+            staged = work / f"{final.name}.{uuid.uuid4().hex}.tmp"
+            _write_parquet_dir(staged, table)
+            _swap_into_place(staged, final)
+    except OSError as exc:
+        raise OutputWriteError(final, _describe(exc)) from exc
+    return final
+
+
+def append_partition(
+    table_name: str, batch_date: date, table: pa.Table, results_root: Path
+) -> Path:
+    """Add rows to one partition: its old rows and ``table`` replace it in one swap.
+
+    The read and the write happen under the table's lock, so two writers appending to
+    the same night never lose each other's rows; the swap is ``write_partition``'s.
+
+    Args:
+        table_name: A partitioned table, e.g. ``"deliveries"``.
+        batch_date: The partition; every row's ``batch_date`` must equal it.
+        table: The new rows, from ``build_table``.
+        results_root: ``Settings().results_dir``.
+
+    Returns:
+        The partition directory.
+
+    Raises:
+        SchemaMismatchError: ``table`` does not have the table's schema or date.
+        OutputWriteError: Any ``OSError`` on the way; the old partition stays whole.
+    """
+    if table_name == RUNS:
+        raise ValueError("the runs table is written one run at a time: use append_run_summary")
+    _check_table(table_name, batch_date, table)
+    final = partition_dir(results_root, table_name, batch_date)
+    _finish_pending_commits(results_root)
+    try:
+        with _locked(results_root, table_name) as work:
+            _recover(results_root, table_name)
+            old = final / PARTITION_FILE
+            if old.is_file():
+                table = pa.concat_tables([pq.read_table(old, schema=table.schema), table])
             staged = work / f"{final.name}.{uuid.uuid4().hex}.tmp"
             _write_parquet_dir(staged, table)
             _swap_into_place(staged, final)

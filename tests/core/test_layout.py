@@ -19,7 +19,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "io",
         "sources phantom data model privacy localize",
         "training registry",
-        "evaluation pipeline",
+        "evaluation pipeline delivery",
         "workflows",
         "cli",
     )
