@@ -110,3 +110,15 @@ class OutputWriteError(KoaError):
     def __init__(self, path: str | Path, detail: str) -> None:
         self.path = str(path)
         super().__init__(f"cannot write {self.path}: {detail}")
+
+
+class ConformalError(KoaError, ValueError):
+    """Prediction sets asked of inputs they cannot be built from (shapes, level, no knees)."""
+
+
+class OverlayError(KoaError, ValueError):
+    """An overlay picture asked of inputs it cannot be drawn from (shapes, boxes)."""
+
+
+class CamError(KoaError, ValueError):
+    """A class-activation map asked of a model or inputs it cannot be computed for."""
