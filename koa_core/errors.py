@@ -165,3 +165,15 @@ class DeliveryError(KoaError):
 
 class TransientDeliveryError(DeliveryError):
     """A delivery that may succeed later: connection refused/reset, timeout, HTTP 5xx/429."""
+
+
+class ConformalError(KoaError, ValueError):
+    """Prediction sets asked of inputs they cannot be built from (shapes, level, no knees)."""
+
+
+class OverlayError(KoaError, ValueError):
+    """An overlay picture asked of inputs it cannot be drawn from (shapes, boxes)."""
+
+
+class CamError(KoaError, ValueError):
+    """A class-activation map asked of a model or inputs it cannot be computed for."""

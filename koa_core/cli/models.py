@@ -176,6 +176,12 @@ def evaluate_command(
     out.print(metrics_table(outcome.recorded_metrics(), f"{outcome.version} on {split}"))
     if outcome.temperature is not None:
         out.print(f"temperature (fitted on val): {outcome.temperature:.3f}")
+    sets = outcome.metrics
+    if sets.conformal_coverage is not None and sets.conformal_level is not None:
+        out.print(
+            f"prediction sets at {sets.conformal_level:.0%}: coverage"
+            f" {sets.conformal_coverage:.3f}, mean size {sets.conformal_mean_set_size:.2f} grades"
+        )
     out.print(f"report: {outcome.report.report_md}", soft_wrap=True)
 
 

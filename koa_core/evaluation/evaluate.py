@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,10 @@ from koa_core.config import get_settings
 from koa_core.data.datasets import KLDataset, LoadProgress, Split, load_dataset
 from koa_core.errors import DatasetError
 from koa_core.evaluation.calibration import apply_temperature, fit_temperature
+from koa_core.evaluation.conformal import set_quality
 from koa_core.evaluation.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
 from koa_core.evaluation.report import ReportPaths, write_evaluation_report
+from koa_core.evaluation.set_calibration import evaluation_calibration
 from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset
@@ -136,6 +138,33 @@ def evaluate_probabilities(
     return ProbabilityEvaluation(metrics, temperature, calibrated)
 
 
+def with_set_quality(
+    metrics: EvaluationMetrics,
+    card: ModelCard,
+    y_true: ArrayLike,
+    probs: ArrayLike,
+    *,
+    val_labels: ArrayLike | None = None,
+    val_probs: ArrayLike | None = None,
+) -> EvaluationMetrics:
+    """``metrics`` with the coverage and mean size of the model's prediction sets on the split.
+
+    The sets are the card's (calibrated on validation at training time), else fitted now on
+    ``val_probs``; without either (or when the split evaluated is the calibration split,
+    where coverage would be measured on the knees that set the threshold) nothing changes.
+    """
+    calibration = evaluation_calibration(card, val_probs, val_labels)
+    if calibration is None:
+        return metrics
+    quality = set_quality(probs, y_true, calibration)
+    return replace(
+        metrics,
+        conformal_level=calibration.level,
+        conformal_coverage=quality.coverage,
+        conformal_mean_set_size=quality.mean_set_size,
+    )
+
+
 def dataset_cache_dir() -> Path:
     """Where preprocessed datasets are cached (``$KOA_HOME/cache/datasets``)."""
     return get_settings().home / "cache" / "datasets"
@@ -190,9 +219,11 @@ def evaluate_version(
     """Evaluate a registered model on one split of a labelled dataset and write its report.
 
     The temperature is fitted on the validation split (when the dataset has one and it is
-    not the split evaluated), ``metrics.json``, the plots and ``report.md`` go to
-    ``out_dir`` (default ``$KOA_HOME/evaluations/<version>/<split>-<timestamp>/``) and the
-    metrics are recorded on the version in the registry (``"val"`` as ``"validation"``).
+    not the split evaluated), as are the prediction sets of a card that has none; their
+    coverage and mean size are measured on every split but validation. ``metrics.json``,
+    the plots and ``report.md`` go to ``out_dir`` (default
+    ``$KOA_HOME/evaluations/<version>/<split>-<timestamp>/``) and the metrics are recorded
+    on the version in the registry (``"val"`` as ``"validation"``).
 
     Args:
         version: a ``ModelVersion`` or a registry ref (id, ``champion``, ``latest``, path).
@@ -226,9 +257,19 @@ def evaluate_version(
         val_labels=None if val is None else val.labels.numpy(),
         val_probs=val_probs,
     )
+    metrics = result.metrics
+    if split != VALIDATION_SPLIT:
+        metrics = with_set_quality(
+            metrics,
+            card,
+            evaluated.labels.numpy(),
+            probs,
+            val_labels=None if val is None else val.labels.numpy(),
+            val_probs=val_probs,
+        )
     target = out_dir or _default_out_dir(found.version, split)
     report = write_evaluation_report(
-        result.metrics,
+        metrics,
         target,
         title=f"Model {found.version} on {dataset.root.name}/{split}",
         y_true=evaluated.labels.numpy(),
@@ -238,7 +279,7 @@ def evaluate_version(
     outcome = EvaluationOutcome(
         found.version,
         split,
-        result.metrics,
+        metrics,
         result.temperature,
         target,
         report,

@@ -45,7 +45,9 @@ class EvaluationMetrics:
     """Every figure koa reports for one model on one labelled split.
 
     ``None`` marks a figure the split cannot define (e.g. the AUC of a grade it lacks);
-    ``notes`` says why. ``*_ci`` are bootstrap 95 % percentile intervals.
+    ``notes`` says why. ``*_ci`` are bootstrap 95 % percentile intervals. ``conformal_*``
+    are the prediction sets' nominal level, empirical coverage and mean size in grades
+    (``evaluation.conformal``); ``None`` on the calibration split itself or without sets.
     """
 
     n_samples: int
@@ -68,6 +70,9 @@ class EvaluationMetrics:
     bootstrap_samples: int
     ece_calibrated: float | None = None
     notes: tuple[str, ...] = ()
+    conformal_level: float | None = None
+    conformal_coverage: float | None = None
+    conformal_mean_set_size: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, every number a plain int or float)."""

@@ -194,6 +194,22 @@ def plot_reliability(
     _save(figure, path)
 
 
+def _prediction_set_lines(data: Mapping[str, Any]) -> list[str]:
+    """The prediction-set paragraph: nominal level, coverage and mean size, when measured."""
+    coverage, level = data.get("conformal_coverage"), data.get("conformal_level")
+    if coverage is None or level is None:
+        return []
+    return [
+        "",
+        "## Prediction sets",
+        "",
+        f"Nominal coverage {level:.0%}: the true grade was in the set for {coverage:.1%} of"
+        f" the {data['n_samples']} images; mean set size"
+        f" {data['conformal_mean_set_size']:.2f} grades (LAC split-conformal sets calibrated on"
+        " the validation split).",
+    ]
+
+
 def _markdown(title: str, data: Mapping[str, Any], paths: ReportPaths) -> str:
     lines = [
         f"# {title}",
@@ -219,6 +235,7 @@ def _markdown(title: str, data: Mapping[str, Any], paths: ReportPaths) -> str:
             f"| {CLASS_NAMES[cls['grade']]} | {_fmt(cls['precision'])} | {_fmt(cls['recall'])} "
             f"| {_fmt(cls['f1'])} | {cls['support']} | {_fmt(cls['auc_roc'])} |"
         )
+    lines += _prediction_set_lines(data)
     if data["notes"]:
         lines += ["", *(f"- Note: {note}" for note in data["notes"])]
     for caption, png in (

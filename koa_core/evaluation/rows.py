@@ -47,4 +47,7 @@ def evaluation_row(
         "promoted": promoted,
         "decision_reason": reason,
         "report_dir": str(outcome.out_dir),
+        "conformal_level": metrics.conformal_level,
+        "conformal_coverage": metrics.conformal_coverage,
+        "conformal_mean_set_size": metrics.conformal_mean_set_size,
     }

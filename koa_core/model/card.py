@@ -12,6 +12,8 @@ from koa_core.schema import CLASS_NAMES
 
 DEFAULT_DEPTH = (1, 1, 1, 1)
 DEFAULT_WIDTH = 32
+# Nominal coverage of the KL prediction sets (``evaluation.conformal``): 90 %.
+DEFAULT_CONFORMAL_LEVEL = 0.90
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class ModelCard:
 
     ``mean``/``std`` standardise preprocessed [0, 1] pixels; ``preprocess_version`` is
     the ``koa_core.imaging.transforms`` pipeline the model was trained on.
+
+    The ``conformal_*`` fields are the prediction-set calibration fitted after training on
+    the validation split (``evaluation.conformal``): the nominal level, the score threshold
+    (``None``: not calibrated, as in cards written before sets existed), the temperature
+    the scores were computed under and the number of validation knees.
     """
 
     input_size: int = 224
@@ -38,6 +45,10 @@ class ModelCard:
     class_names: tuple[str, ...] = CLASS_NAMES
     preprocess_version: str = PREPROCESS_VERSION
     architecture: Architecture = field(default_factory=Architecture)
+    conformal_level: float = DEFAULT_CONFORMAL_LEVEL
+    conformal_threshold: float | None = None
+    conformal_temperature: float | None = None
+    conformal_calibration_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

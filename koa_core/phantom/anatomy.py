@@ -587,6 +587,7 @@ def render_knee(
     bits_stored: int = 12,
     photometric: str = "MONOCHROME2",
     marker: bool = True,
+    features: KLFeatures | None = None,
 ) -> KneeImage:
     """Render one PA knee radiograph of KL ``grade``, deterministic in ``seed``.
 
@@ -605,6 +606,8 @@ def render_knee(
         photometric: ``"MONOCHROME2"`` (bone bright) or ``"MONOCHROME1"`` (bone dark).
         marker: burn in the L/R letter; off for images cut to the model's field, where a
             full-size radiograph would not show it (it sits outside the central 150 mm).
+        features: draw these KL features instead of ``grade``'s (e.g. a lone osteophyte);
+            the patient and acquisition stay those of ``seed``.
     """
     if grade not in range(len(GRADE_PROBABILITIES)):
         raise ValueError(f"KL grade must be 0-4, got {grade}")
@@ -614,7 +617,9 @@ def render_knee(
         raise ValueError(f"bits_stored must be 12 or 16, got {bits_stored}")
     rng = rng_for(seed)
     anatomy, acquisition = sample_anatomy(rng), sample_acquisition(rng)
-    features = kl_features(grade, anatomy, rng)
+    # Drawn even when overridden, so the texture and noise draws that follow stay the same.
+    drawn = kl_features(grade, anatomy, rng)
+    features = drawn if features is None else features
     texture_rng, noise_rng = rng.spawn(2)
     work_mm = max(spacing_mm, max(rows, columns) * spacing_mm / MAX_WORK_PX)
     shape = (round(rows * spacing_mm / work_mm), round(columns * spacing_mm / work_mm))

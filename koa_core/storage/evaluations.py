@@ -55,6 +55,10 @@ EVALUATIONS_COLUMNS: tuple[Column, ...] = (
     Column("promoted", pa.bool_(), False, "This evaluation made this model the champion."),
     Column("decision_reason", pa.string(), False, "The promotion rule's reason (or why none)."),
     Column("report_dir", pa.string(), False, "Folder with metrics.json, report.md and plots."),
+    # Added with prediction sets: files written before them read back null here.
+    Column("conformal_level", pa.float64(), True, "Nominal coverage of the prediction sets."),
+    Column("conformal_coverage", pa.float64(), True, "Share of images whose set held the truth."),
+    Column("conformal_mean_set_size", pa.float64(), True, "Mean prediction-set size (grades)."),
 )
 
 

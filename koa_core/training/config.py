@@ -5,10 +5,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from koa_core.model.card import DEFAULT_DEPTH, DEFAULT_WIDTH, Architecture, ModelCard
+from koa_core.model.card import (
+    DEFAULT_CONFORMAL_LEVEL,
+    DEFAULT_DEPTH,
+    DEFAULT_WIDTH,
+    Architecture,
+    ModelCard,
+)
 
-# Where and how fast a run executes, not what it learns: free to change on resume.
-RUNTIME_FIELDS = frozenset({"device", "threads", "cache_dir", "max_skipped_share"})
+# Where and how fast a run executes, not what it learns: free to change on resume. The
+# prediction sets' level is fitted after training, so it cannot change the weights either.
+RUNTIME_FIELDS = frozenset(
+    {"device", "threads", "cache_dir", "max_skipped_share", "conformal_level"}
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class TrainConfig:
     threads: int | None = None
     cache_dir: str | None = None
     max_skipped_share: float = 0.1
+    conformal_level: float = DEFAULT_CONFORMAL_LEVEL
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.patience < 1:
@@ -47,6 +57,8 @@ class TrainConfig:
             raise ValueError("batch_size must be at least 2 (BatchNorm)")
         if self.loss not in ("ce", "ordinal"):
             raise ValueError(f"loss must be 'ce' or 'ordinal', not {self.loss!r}")
+        if not 0.0 < self.conformal_level < 1.0:
+            raise ValueError(f"conformal_level must lie in (0, 1), not {self.conformal_level}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready hyper-parameters."""
@@ -66,4 +78,6 @@ class TrainConfig:
     def card(self) -> ModelCard:
         """The model card this configuration trains."""
         arch = Architecture(self.architecture, self.depth, self.width, self.drop_rate)
-        return ModelCard(input_size=self.input_size, architecture=arch)
+        return ModelCard(
+            input_size=self.input_size, architecture=arch, conformal_level=self.conformal_level
+        )

@@ -1,7 +1,8 @@
 """The one promotion workflow: train a challenger, test it once, compare, apply the rule, audit.
 
-1. ``train_challenger``: train, register, evaluate on val and test once (reports written,
-   metrics recorded beside the version); never promotes.
+1. ``train_challenger``: train, calibrate the prediction sets on val (into the card),
+   register, evaluate on val and test once (reports written, metrics recorded beside the
+   version); never promotes.
 2. ``promote_challenger``: compare its test evaluation with the champion's on the same
    dataset (the champion is re-evaluated only when its recorded test metrics come from
    another dataset), apply the promotion rule and log the decision in the registry.
@@ -29,6 +30,7 @@ from koa_core.evaluation.evaluate import (
     evaluate_version,
     load_for_card,
 )
+from koa_core.evaluation.set_calibration import calibrate_run
 from koa_core.registry import ModelRegistry, ModelVersion, PromotionPolicy, should_promote
 from koa_core.registry.champion import PromotionRecord
 from koa_core.training.config import TrainConfig
@@ -100,7 +102,8 @@ def train_challenger(
 ) -> Challenger:
     """Train on ``data``, register the result, evaluate it on val and test once; never promote.
 
-    The version's card holds the hyper-parameters and the data fingerprint; the two
+    The version's card holds the hyper-parameters, the data fingerprint and the
+    prediction-set calibration fitted on the validation split; the two
     evaluations' metrics (with the paths of their reports) are recorded beside it.
 
     Args:
@@ -121,6 +124,8 @@ def train_challenger(
     dataset = load_for_card(data, config.card(), labels, load_progress)
     run_dir = out_dir or training_dir(config, dataset)
     result = train(config, dataset, run_dir, resume=resume, progress=progress)
+    # Calibrated before registering, so the registered card carries the sets' threshold.
+    calibrate_run(run_dir, dataset, device=config.device)
     version = registry.register(run_dir, hyperparameters=config.to_dict())
     validation = evaluate_version(
         version, dataset, VALIDATION_SPLIT, device=config.device, registry=registry

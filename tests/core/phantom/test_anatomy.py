@@ -134,3 +134,20 @@ def test_invalid_arguments_are_rejected(kwargs: dict[str, object]) -> None:
     arguments: dict[str, object] = {"grade": 1, "laterality": "R", "seed": 0, **SMALL, **kwargs}
     with pytest.raises(ValueError):
         render_knee(**arguments)  # type: ignore[arg-type]
+
+
+def test_overriding_features_with_the_drawn_ones_changes_nothing_and_a_spur_is_local() -> None:
+    from dataclasses import replace
+
+    from koa_core.phantom.anatomy import render_knee
+
+    kwargs = {"rows": 200, "columns": 200, "spacing_mm": 0.75, "marker": False}
+    drawn = render_knee(0, "R", 7, **kwargs)
+    same = render_knee(0, "R", 7, features=drawn.features, **kwargs)
+    assert (same.pixels == drawn.pixels).all()
+    spur = replace(drawn.features, osteophyte_mm=(10.0, 0.0, 0.0, 0.0))
+    spurred = render_knee(0, "R", 7, features=spur, **kwargs)
+    changed = spurred.pixels.astype(int) != drawn.pixels.astype(int)
+    assert spurred.osteophyte_area_mm2 > 0 == drawn.osteophyte_area_mm2
+    # The medial tibial spur only changes pixels on the medial (right, for R) side.
+    assert changed.any() and not changed[:, : kwargs["columns"] // 2].any()

@@ -57,6 +57,13 @@ def test_train_challenger_tests_once_records_beside_the_card_and_never_promotes(
     assert test["n_samples"] == len(dataset.splits["test"].labels)
     assert test["dataset_fingerprint"] == dataset.fingerprint
     assert test["temperature"] > 0
+    # The sets were calibrated on val before registering: the card carries them, and the
+    # test evaluation measured them.
+    card = version.model_card()
+    assert card.conformal_threshold is not None
+    assert card.conformal_calibration_size == len(dataset.splits["val"].labels)
+    assert test["conformal_level"] == card.conformal_level
+    assert 0.0 <= test["conformal_coverage"] <= 1.0
     assert Path(test["report"]).is_relative_to(koa_home / "evaluations" / version.version)
     assert version.document["hyperparameters"]["epochs"] == CONFIG.epochs
     assert version.document["data"]["fingerprint"] == dataset.fingerprint

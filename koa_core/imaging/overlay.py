@@ -1,0 +1,149 @@
+"""The overlay picture of one film: windowed film, each knee's box, heatmap and result text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+
+from koa_core.errors import OverlayError
+from koa_core.imaging.transforms import HIGH_PERCENTILE, LOW_PERCENTILE, histogram_percentiles
+
+MAX_SIDE = 1024
+"""Films are downscaled so their longest side is at most this (viewers and PACS thumbnails)."""
+ALPHA = 0.4
+BOX_RGB = (0, 255, 0)
+TEXT_RGB = (255, 255, 255)
+LABEL_RGB = (0, 0, 0)
+COLORMAP = "inferno"
+
+Box = tuple[int, int, int, int]
+ByteRGB = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class OverlayKnee:
+    """One knee to draw.
+
+    Attributes:
+        side: ``"R"`` or ``"L"``.
+        box: (row0, row1, col0, col1) of the knee's ROI in film pixels, end exclusive.
+        heatmap: float (h, w) in [0, 1] over the box, in film orientation (a left knee's
+            map already mirrored back from the model's right-knee view); resized to the box.
+        kl_grade: the predicted KL grade.
+        p_koa: P(KL >= 2).
+        grade_set: the conformal prediction set.
+    """
+
+    side: str
+    box: Box
+    heatmap: npt.NDArray[np.float32]
+    kl_grade: int
+    p_koa: float
+    grade_set: tuple[int, ...]
+
+
+def knee_label(knee: OverlayKnee) -> str:
+    """The text drawn for a knee, e.g. ``R  KL2  P(KOA) 0.83  set {1,2}``."""
+    grades = ",".join(str(grade) for grade in knee.grade_set)
+    return f"{knee.side}  KL{knee.kl_grade}  P(KOA) {knee.p_koa:.2f}  set {{{grades}}}"
+
+
+@lru_cache(maxsize=1)
+def colormap_lut() -> npt.NDArray[np.uint8]:
+    """(256, 3) uint8 RGB of matplotlib's perceptually uniform ``inferno`` colormap."""
+    from matplotlib import colormaps  # lazy: only the overlay needs it
+
+    rgba = colormaps[COLORMAP](np.linspace(0.0, 1.0, 256))
+    return np.asarray(np.round(rgba[:, :3] * 255), dtype=np.uint8)
+
+
+def window_film(film: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    """8-bit grey of a bone-bright film, clipped to its 0.5th-99.5th percentiles."""
+    values = np.asarray(film, dtype=np.float32)
+    if values.ndim != 2 or values.size == 0:
+        raise OverlayError(f"the film must be one 2-D image; got shape {values.shape}")
+    low, high = histogram_percentiles(values, (LOW_PERCENTILE, HIGH_PERCENTILE))
+    scaled = (values - low) / max(high - low, float(np.finfo(np.float32).tiny))
+    return np.asarray(np.round(np.clip(scaled, 0.0, 1.0) * 255), dtype=np.uint8)
+
+
+def output_scale(shape: tuple[int, int], max_side: int = MAX_SIDE) -> float:
+    """The factor from film to picture pixels: 1, or less for films over ``max_side``."""
+    return min(1.0, max_side / max(shape))
+
+
+def scaled_box(box: Box, scale: float, shape: tuple[int, int]) -> Box:
+    """A film-pixel box in picture pixels, clipped to the picture and at least 1 px a side."""
+    row0, row1, col0, col1 = (round(value * scale) for value in box)
+    row0, col0 = min(max(row0, 0), shape[0] - 1), min(max(col0, 0), shape[1] - 1)
+    return row0, max(min(row1, shape[0]), row0 + 1), col0, max(min(col1, shape[1]), col0 + 1)
+
+
+def label_height(shape: tuple[int, int]) -> int:
+    """Height in picture pixels of the text band drawn above each box."""
+    return max(14, round(max(shape) / 48))
+
+
+def _blend_heatmap(picture: ByteRGB, heatmap: npt.NDArray[np.float32], box: Box) -> None:
+    row0, row1, col0, col1 = box
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.ndim != 2 or heat.size == 0:
+        raise OverlayError(f"a heatmap must be 2-D (h, w); got shape {heat.shape}")
+    resized = Image.fromarray(heat).resize((col1 - col0, row1 - row0), Image.Resampling.BILINEAR)
+    levels = np.round(np.clip(np.asarray(resized), 0.0, 1.0) * 255).astype(np.intp)
+    region = picture[row0:row1, col0:col1].astype(np.float32)
+    blended = (1.0 - ALPHA) * region + ALPHA * colormap_lut()[levels]
+    picture[row0:row1, col0:col1] = np.round(blended).astype(np.uint8)
+
+
+def _draw_label(draw: ImageDraw.ImageDraw, text: str, box: Box, height: int) -> None:
+    """White text on a black band just above the box (inside its top edge near the border)."""
+    row0, _, col0, _ = box
+    font = ImageFont.load_default(size=max(8, height - 4))
+    top = row0 - height if row0 >= height else row0
+    width = round(draw.textlength(text, font=font)) + 4
+    draw.rectangle((col0, top, col0 + width - 1, top + height - 1), fill=LABEL_RGB)
+    draw.text((col0 + 2, top + 1), text, fill=TEXT_RGB, font=font)
+
+
+def render_overlay(
+    film: npt.ArrayLike, knees: Sequence[OverlayKnee], *, max_side: int = MAX_SIDE
+) -> ByteRGB:
+    """The overlay picture of one film, RGB uint8 (H', W', 3).
+
+    The film is windowed to 8-bit grey and downscaled so its longest side is at most
+    ``max_side``; inside each knee's box its heatmap is blended at ``ALPHA`` in the
+    ``inferno`` colormap, the box is outlined in green, and above it a black band holds
+    the side, KL grade, P(KOA) and prediction set (``knee_label``).
+
+    Args:
+        film: (H, W) bone-bright pixels, any range (as the reader returns them).
+        knees: the knees to draw, boxes in film pixels.
+        max_side: the longest side of the picture.
+
+    Raises:
+        OverlayError: the film is not 2-D, or a heatmap is not 2-D.
+    """
+    grey = window_film(film)
+    scale = output_scale(grey.shape, max_side)
+    size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+    if scale < 1.0:
+        grey = np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.LANCZOS))
+    picture = np.repeat(grey[:, :, None], 3, axis=2)
+    shape = (picture.shape[0], picture.shape[1])
+    boxes = [scaled_box(knee.box, scale, shape) for knee in knees]
+    for knee, box in zip(knees, boxes, strict=True):
+        _blend_heatmap(picture, knee.heatmap, box)
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(max(shape) / 400))
+    for knee, box in zip(knees, boxes, strict=True):
+        row0, row1, col0, col1 = box
+        draw.rectangle((col0, row0, col1 - 1, row1 - 1), outline=BOX_RGB, width=width)
+        _draw_label(draw, knee_label(knee), box, label_height(shape))
+    return np.asarray(image, dtype=np.uint8)
