@@ -19,7 +19,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "io",
         "sources phantom data model privacy localize",
         "training registry",
-        "evaluation pipeline delivery",
+        "evaluation delivery",
+        "pipeline",
         "workflows",
         "cli",
     )
