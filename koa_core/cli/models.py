@@ -205,6 +205,12 @@ def list_models() -> None:
     out.print(table)
     if not versions:
         out.print("no model versions registered yet")
+    from koa_core.cli.localizer import localizers_table
+
+    with clear_errors():
+        localizers = localizers_table()
+    if localizers.row_count:
+        out.print(localizers)
 
 
 @models_app.command("show")

@@ -17,7 +17,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "config errors schema",
         "storage imaging",
         "io",
-        "sources phantom data model privacy",
+        "sources phantom data model privacy localize",
         "training registry",
         "evaluation pipeline",
         "workflows",
