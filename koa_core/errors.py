@@ -110,3 +110,7 @@ class OutputWriteError(KoaError):
     def __init__(self, path: str | Path, detail: str) -> None:
         self.path = str(path)
         super().__init__(f"cannot write {self.path}: {detail}")
+
+
+class PhantomSpecError(KoaError, ValueError):
+    """A synthetic image asked for with arguments it cannot have (a kind, side or grade)."""

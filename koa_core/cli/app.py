@@ -49,10 +49,24 @@ def phantoms(
     size_px: Annotated[
         str | None, typer.Option(help="Image side range MIN,MAX in pixels (default: realistic).")
     ] = None,
+    film: Annotated[
+        str | None,
+        typer.Option(help="Whole films instead: bilateral, unilateral, lateral or mixed."),
+    ] = None,
+    spacing_mm: Annotated[
+        float | None, typer.Option(help="Detector spacing of films (default: 0.1-0.2 mm).")
+    ] = None,
 ) -> None:
-    """Write synthetic knee radiographs with known KL grades."""
+    """Write synthetic knee radiographs with known KL grades.
+
+    With --film: whole films and OUT/labels.csv (one row per knee), or with --batch-date a
+    night of films under OUT/YYYY-MM-DD/ and its truth in OUT/YYYY-MM-DD.films.csv.
+    """
     from koa_core import phantom
 
+    if film is not None:
+        _phantom_films(out, n, film, seed, batch_date, spacing_mm, label_noise)
+        return
     if layout not in ("nightly", "kl-folders"):
         raise typer.BadParameter("layout must be 'nightly' or 'kl-folders'", param_hint="--layout")
     if file_format not in ("dicom", "png"):
@@ -80,6 +94,54 @@ def phantoms(
                 **sizes,
             )
     console.print(f"wrote {len(records)} files under {out}")
+
+
+def _phantom_films(
+    out: Path,
+    n: int,
+    kind: str,
+    seed: int,
+    batch_date: str | None,
+    spacing_mm: float | None,
+    label_noise: float,
+) -> None:
+    """``koa phantoms --film``: whole films, as a labelled set or as one night's batch."""
+    from koa_core import phantom
+
+    if kind not in ("bilateral", "unilateral", "lateral", "mixed"):
+        raise typer.BadParameter(
+            "film must be bilateral, unilateral, lateral or mixed", param_hint="--film"
+        )
+    with progress_bar(console) as progress:
+        task = progress.add_task("films", total=n)
+
+        def advance(count: int = 1) -> None:
+            progress.advance(task, count)
+
+        if batch_date:
+            day = date.fromisoformat(batch_date)
+            records = phantom.write_nightly_films(
+                out,
+                n,
+                seed,
+                day,
+                kind,
+                spacing_mm=spacing_mm,
+                label_noise=label_noise,
+                progress=advance,
+            )
+        else:
+            records = phantom.write_films(
+                out,
+                n,
+                kind,
+                seed,
+                spacing_mm=spacing_mm,
+                label_noise=label_noise,
+                progress=advance,
+            )
+    knees = sum(len(record.knees) for record in records)
+    console.print(f"wrote {len(records)} films ({knees} knees) under {out}")
 
 
 def _size_range(text: str) -> tuple[int, int]:

@@ -13,7 +13,17 @@ from koa_core.phantom.anatomy import (
     sample_grade,
 )
 from koa_core.phantom.badfiles import BAD_KINDS, EXPECTED_REASONS, BadFileRecord, write_bad_files
-from koa_core.phantom.dicom import TRANSFER_SYNTAXES, knee_dataset, save_dicom
+from koa_core.phantom.dicom import TRANSFER_SYNTAXES, film_dataset, knee_dataset, save_dicom
+from koa_core.phantom.film_writers import (
+    FILM_LABEL_COLUMNS,
+    FILM_MIX,
+    FilmRecord,
+    film_file,
+    write_film_labels,
+    write_films,
+    write_nightly_films,
+)
+from koa_core.phantom.films import FILM_KINDS, Film, FilmKnee, render_film
 from koa_core.phantom.writers import (
     Geometry,
     PhantomRecord,
@@ -30,29 +40,41 @@ from koa_core.phantom.writers import (
 __all__ = [
     "BAD_KINDS",
     "EXPECTED_REASONS",
+    "FILM_KINDS",
+    "FILM_LABEL_COLUMNS",
+    "FILM_MIX",
     "GRADE_PROBABILITIES",
     "TRANSFER_SYNTAXES",
     "Acquisition",
     "Anatomy",
     "BadFileRecord",
+    "Film",
+    "FilmKnee",
+    "FilmRecord",
     "Geometry",
     "KLFeatures",
     "KneeImage",
     "PhantomRecord",
     "assign_splits",
+    "film_dataset",
+    "film_file",
     "kl_features",
     "kl_folder_image",
     "knee_dataset",
     "model_input_png",
     "nightly_image",
     "reader_label",
+    "render_film",
     "render_knee",
     "rng_for",
     "sample_geometry",
     "sample_grade",
     "save_dicom",
     "write_bad_files",
+    "write_film_labels",
+    "write_films",
     "write_kl_folders",
     "write_labels",
     "write_nightly_batch",
+    "write_nightly_films",
 ]

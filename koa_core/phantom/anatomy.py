@@ -466,6 +466,23 @@ def _attenuation(
     """Total attenuation (log units) on the work grid and the osteophyte area in mm^2."""
     y, u, v = _anatomical_frame(shape, work_mm, acquisition)
     texture = _texture(shape, work_mm, rng)
+    total, spurs_px = leg_attenuation(u, v, anatomy, features, texture)
+    total += _collimation(shape, work_mm, acquisition.collimation_mm)
+    total += np.float32(acquisition.heel / 100.0) * y
+    pixel_area = (work_mm / acquisition.magnification) ** 2
+    return total.astype(np.float32), spurs_px * pixel_area
+
+
+def leg_attenuation(
+    u: FloatArray, v: FloatArray, anatomy: Anatomy, features: KLFeatures, texture: FloatArray
+) -> tuple[FloatArray, float]:
+    """One right leg's projected attenuation (log units) at anatomical coordinates (u, v).
+
+    ``u``, ``v`` (mm, affine in the pixel indices) and ``texture`` share one grid, which
+    may be any window of an image: a whole film evaluates each leg on the band it covers.
+    Soft tissue and shafts run on past the grid's edges; beyond the leg it is exactly 0.
+    Returns the attenuation and the osteophytes' area in grid pixels.
+    """
     ut, vt = _tibia_frame(u, v, features.varus_deg)
     femur, femoral_spurs = _femur(u, v, anatomy, features, texture)
     tibia, tibial_spurs = _tibia(ut, vt, anatomy, features, texture)
@@ -476,11 +493,7 @@ def _attenuation(
         + _fibula(ut, vt, anatomy, texture)
         + _patella(u, v, anatomy, texture)
     )
-    total += _collimation(shape, work_mm, acquisition.collimation_mm)
-    total += np.float32(acquisition.heel / 100.0) * y
-    pixel_area = (work_mm / acquisition.magnification) ** 2
-    area = (femoral_spurs + tibial_spurs) * pixel_area
-    return total.astype(np.float32), area
+    return total, femoral_spurs + tibial_spurs
 
 
 def _resample(image: FloatArray, shape: tuple[int, int]) -> FloatArray:

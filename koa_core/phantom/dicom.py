@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -19,6 +21,7 @@ from pydicom.uid import (
 )
 
 from koa_core.phantom.anatomy import KneeImage
+from koa_core.phantom.films import Film
 
 TRANSFER_SYNTAXES = {
     "explicit": ExplicitVRLittleEndian,
@@ -35,13 +38,8 @@ def _uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=["koa-phantom", *(str(part) for part in parts)]))
 
 
-def knee_dataset(
-    image: KneeImage, *, key: Sequence[object], patient_id: str, study_date: date
-) -> Dataset:
-    """A DX "For Presentation" dataset holding ``image``; every UID derives from ``key``.
-
-    The KL grade goes into (0020,4000) ImageComments as ``KL=<grade>``.
-    """
+def _dx_dataset(key: Sequence[object], patient_id: str, study_date: date) -> Dataset:
+    """The DX "For Presentation" header common to every phantom; UIDs derive from ``key``."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -59,17 +57,63 @@ def knee_dataset(
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
     ds.Modality = "DX"
     ds.BodyPartExamined = "KNEE"
-    ds.ViewPosition = "PA"
-    ds.ImageLaterality = image.laterality
+    return ds
+
+
+def _set_pixels(
+    ds: Dataset, pixels: npt.NDArray[np.uint16], spacing_mm: float, photometric: str, bits: int
+) -> None:
+    """(7FE0,0010) PixelData with its image pixel module and (0028,0030) PixelSpacing."""
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.Manufacturer = "koa-phantom"
-    ds.PixelSpacing = ds.ImagerPixelSpacing = [image.spacing_mm, image.spacing_mm]
-    ds.ImageComments = f"KL={image.grade}"
-    ds.set_pixel_data(
-        image.pixels, image.photometric, image.bits_stored, generate_instance_uid=False
-    )
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [spacing_mm, spacing_mm]
+    ds.set_pixel_data(pixels, photometric, bits, generate_instance_uid=False)
     ds.PixelRepresentation = 0
+
+
+def knee_dataset(
+    image: KneeImage, *, key: Sequence[object], patient_id: str, study_date: date
+) -> Dataset:
+    """A DX "For Presentation" dataset holding ``image``; every UID derives from ``key``.
+
+    The KL grade goes into (0020,4000) ImageComments as ``KL=<grade>``.
+    """
+    ds = _dx_dataset(key, patient_id, study_date)
+    ds.ViewPosition = "PA"
+    ds.ImageLaterality = image.laterality
+    ds.ImageComments = f"KL={image.grade}"
+    _set_pixels(ds, image.pixels, image.spacing_mm, image.photometric, image.bits_stored)
+    return ds
+
+
+FILM_DESCRIPTIONS = {
+    "bilateral": "XR KNEE BILAT STANDING",
+    "R": "XR KNEE RIGHT 1V",
+    "L": "XR KNEE LEFT 1V",
+}
+
+
+def film_dataset(
+    film: Film, *, key: Sequence[object], patient_id: str, study_date: date
+) -> Dataset:
+    """A DX dataset holding a whole ``film``; every UID derives from ``key``.
+
+    (0018,5101) ViewPosition is ``PA`` (``LL`` for a lateral film), (0020,0062)
+    ImageLaterality ``B`` on a bilateral film, else the knee's side. The readers' labels
+    go into (0020,4000) ImageComments as ``KL_R=<grade> KL_L=<grade>``.
+    """
+    ds = _dx_dataset(key, patient_id, study_date)
+    ds.ViewPosition = "LL" if film.kind == "lateral" else "PA"
+    ds.ImageLaterality = film.image_laterality
+    side = film.image_laterality
+    description = FILM_DESCRIPTIONS["bilateral" if side == "B" else side]
+    ds.StudyDescription = ds.SeriesDescription = (
+        description.replace("1V", "LAT") if film.kind == "lateral" else description
+    )
+    if film.knees:
+        ds.ImageComments = " ".join(f"KL_{knee.side}={knee.label}" for knee in film.knees)
+    _set_pixels(ds, film.pixels, film.spacing_mm, film.photometric, film.bits_stored)
     return ds
 
 
