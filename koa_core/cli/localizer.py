@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from koa_core.cli.models import clear_errors, err, out
+from koa_core.cli.models import clear_errors, err, mm, out
 from koa_core.cli.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -17,16 +17,12 @@ if TYPE_CHECKING:
     from koa_core.localize.train import EpochLog
 
 
-def _mm(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.2f} mm"
-
-
 def validation_table(metrics: dict[str, Any], title: str) -> Table:
     """A localizer's validation figures as a table."""
     table = Table("figure", "value", title=title)
     table.add_row("films / knees", f"{metrics['n_films']} / {metrics['n_knees']}")
-    table.add_row("median joint-centre error", _mm(metrics["median_error_mm"]))
-    table.add_row("p99 joint-centre error", _mm(metrics["p99_error_mm"]))
+    table.add_row("median joint-centre error", mm(metrics["median_error_mm"]))
+    table.add_row("p99 joint-centre error", mm(metrics["p99_error_mm"]))
     accuracy = metrics["handedness_accuracy"]
     table.add_row("handedness accuracy", "n/a" if accuracy is None else f"{accuracy:.3f}")
     table.add_row("missed / invented knees", f"{metrics['missed']} / {metrics['invented']}")
@@ -38,7 +34,7 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
 
     def update(entry: EpochLog) -> None:
         median = entry.validation.median_error_mm
-        status = f"loss {entry.loss:.3f}  val median {_mm(median)}"
+        status = f"loss {entry.loss:.3f}  val median {mm(median)}"
         progress.update(task, completed=entry.epoch, total=entry.epochs, status=status)
 
     return update
@@ -64,7 +60,7 @@ def train_localizer_command(
     from koa_core.localize.train_config import LocalizerTrainConfig
     from koa_core.workflows.localizer import train_and_register_localizer
 
-    given = {"epochs": epochs, "seed": seed, "threads": threads}
+    given: dict[str, Any] = {"epochs": epochs, "seed": seed, "threads": threads}
     config = LocalizerTrainConfig(**{k: v for k, v in given.items() if v is not None})
     with clear_errors():
         with progress_bar(err, status=True, transient=True) as progress:
@@ -111,27 +107,3 @@ def promote_localizer_command(
         record = registry.promote(ref)
     verdict = "[green]promoted[/]" if record.promoted else "[yellow]not promoted[/]"
     out.print(f"localizer {record.challenger}: {verdict}: {record.reason}", soft_wrap=True)
-
-
-def localizers_table() -> Table:
-    """Every registered localizer with its validation figures, the champion marked."""
-    from koa_core.registry.localizers import LocalizerRegistry
-
-    registry = LocalizerRegistry()
-    champion = registry.champion()
-    table = Table("", title="localizer versions (* champion); on their validation films")
-    for name in ("version", "created (UTC)", "median", "p99", "handedness", "missed/invented"):
-        table.add_column(name, no_wrap=True)
-    for version in registry.list_versions():
-        figures = version.metrics.get("validation", {})
-        accuracy = figures.get("handedness_accuracy")
-        table.add_row(
-            "*" if champion is not None and champion.version == version.version else "",
-            version.version,
-            version.created_at[:16].replace("T", " "),
-            _mm(figures.get("median_error_mm")),
-            _mm(figures.get("p99_error_mm")),
-            "n/a" if accuracy is None else f"{accuracy:.3f}",
-            f"{figures.get('missed', 'n/a')}/{figures.get('invented', 'n/a')}",
-        )
-    return table

@@ -25,7 +25,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, centre: torch.Tensor)
     return -(positive + negative).sum() / centre.sum().clamp(min=1.0)
 
 
-def localizer_loss(maps: torch.Tensor, targets: Targets) -> tuple[torch.Tensor, dict[str, float]]:
+def localizer_loss(
+    maps: torch.Tensor, targets: Targets, handed_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of raw head output ``maps`` (N, 4, H, W) and its parts (for the log)."""
     maps = maps.float()
     heat = focal_loss(maps[:, HEAT], targets.heat, targets.centre)
@@ -36,6 +38,6 @@ def localizer_loss(maps: torch.Tensor, targets: Targets) -> tuple[torch.Tensor, 
         maps[:, HANDED], targets.handed, reduction="none"
     )
     handed = (handed_terms * targets.handed_mask).sum() / targets.handed_mask.sum().clamp(min=1.0)
-    total = heat + offset + handed
+    total = heat + offset + handed_weight * handed
     parts = {"heat": heat.item(), "offset": offset.item(), "handed": handed.item()}
     return total, parts

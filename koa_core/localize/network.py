@@ -48,9 +48,9 @@ class LocalizerNet(nn.Module):
         )
         self.smooth = _conv(arch.decoder_width, arch.decoder_width)
         self.head = nn.Conv2d(arch.decoder_width, HEAD_CHANNELS, 1)
-        with torch.no_grad():
-            self.head.bias.zero_()
-            self.head.bias[HEAT] = HEAT_PRIOR_LOGIT
+        bias = torch.zeros(HEAD_CHANNELS)
+        bias[HEAT] = HEAT_PRIOR_LOGIT
+        self.head.bias = nn.Parameter(bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder features at ``output_stride`` of a (N, 1, H, W) input, H and W a multiple
@@ -67,11 +67,13 @@ class LocalizerNet(nn.Module):
                 projected = projected + merged
             merged = projected
         assert merged is not None
-        return self.smooth(merged)
+        smoothed: torch.Tensor = self.smooth(merged)
+        return smoothed
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """(N, 4, H/stride, W/stride) raw maps: heat logit, offset x, offset y, handedness."""
-        return self.head(features)
+        maps: torch.Tensor = self.head(features)
+        return maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

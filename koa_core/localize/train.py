@@ -27,7 +27,7 @@ from koa_core.localize.card import InputNormalisation, LocalizerCard
 from koa_core.localize.evaluate import FilmResult, LocalizerMetrics, summarise
 from koa_core.localize.film_input import Resampled, prepare_film, resample
 from koa_core.localize.find import Localizer, locate
-from koa_core.localize.heatmap import encode_targets
+from koa_core.localize.heatmap import KneeTarget, encode_targets
 from koa_core.localize.labels import LabelledFilm, films_fingerprint
 from koa_core.localize.loss import localizer_loss
 from koa_core.localize.network import LocalizerNet, build_localizer
@@ -155,7 +155,7 @@ def _batch(
     config: LocalizerTrainConfig,
     epoch: int,
     norm: InputNormalisation,
-) -> tuple[torch.Tensor, list[list[object]]]:
+) -> tuple[torch.Tensor, list[list[KneeTarget]]]:
     images, knees = [], []
     for sample in indices:
         seed_seq = np.random.SeedSequence(config.seed, spawn_key=(epoch, sample))
@@ -167,35 +167,50 @@ def _batch(
         images.append(torch.from_numpy(pixels))
         knees.append(targets)
     tensor = (torch.stack(images)[:, None] - norm.mean) / norm.std
-    return tensor, knees  # type: ignore[return-value]
+    return tensor, knees
 
 
-def _epoch(
-    model: LocalizerNet,
-    optimiser: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    films: Sequence[WorkFilm],
-    config: LocalizerTrainConfig,
-    epoch: int,
-    norm: InputNormalisation,
-) -> float:
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX-512-bf16 or AMX), so autocast pays."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+@dataclass
+class _Run:
+    """The mutable state of one training run."""
+
+    model: LocalizerNet
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    config: LocalizerTrainConfig
+    norm: InputNormalisation
+    amp: bool
+
+
+def _step(run: _Run, inputs: torch.Tensor, knees: list[list[KneeTarget]]) -> float:
+    config, stride = run.config, run.config.output_stride
+    shape = (config.canvas_px // stride, config.canvas_px // stride)
+    targets = encode_targets(knees, shape, stride, config.sigma_mm / config.mm_per_px / stride)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.amp):
+        maps = run.model(inputs.contiguous(memory_format=torch.channels_last))
+    loss, _ = localizer_loss(maps, targets, config.handed_weight)
+    run.optimiser.zero_grad(set_to_none=True)
+    torch.autograd.backward(loss)
+    run.optimiser.step()
+    run.schedule.step()
+    return loss.item()
+
+
+def _epoch(run: _Run, films: Sequence[WorkFilm], epoch: int) -> float:
     """One pass of ``repeats`` augmented samples per film; the mean loss."""
-    model.train()
+    config = run.config
+    run.model.train()
     order = np.random.default_rng([config.seed, epoch]).permutation(len(films) * config.repeats)
-    steps = len(order) // config.batch_size
-    stride = config.output_stride
     losses = []
-    for step in range(steps):
+    for step in range(len(order) // config.batch_size):
         indices = order[step * config.batch_size : (step + 1) * config.batch_size].tolist()
-        inputs, knees = _batch(films, indices, config, epoch, norm)
-        shape = (config.canvas_px // stride, config.canvas_px // stride)
-        targets = encode_targets(knees, shape, stride, config.sigma_mm / config.mm_per_px / stride)  # type: ignore[arg-type]
-        loss, _ = localizer_loss(model(inputs), targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
+        inputs, knees = _batch(films, indices, config, epoch, run.norm)
+        losses.append(_step(run, inputs, knees))
     return float(np.mean(losses))
 
 
@@ -207,6 +222,19 @@ def _steps_per_epoch(n_films: int, config: LocalizerTrainConfig) -> int:
             f" {config.batch_size}: lower batch_size or raise repeats"
         )
     return steps
+
+
+def _start(card: LocalizerCard, config: LocalizerTrainConfig, n_films: int) -> _Run:
+    torch.manual_seed(config.seed)
+    model = build_localizer(card.architecture)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    total = config.epochs * _steps_per_epoch(n_films, config)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=total)
+    amp = native_bf16() if config.amp is None else config.amp
+    return _Run(model, optimiser, schedule, config, card.normalisation, amp)
 
 
 def train_localizer(
@@ -222,9 +250,6 @@ def train_localizer(
     Raises:
         DatasetError: too few films, an unreadable film, or one without pixel spacing.
     """
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
     card = LocalizerCard(
         architecture=config.architecture(),
         mm_per_px=config.mm_per_px,
@@ -235,24 +260,36 @@ def train_localizer(
     work_mm = config.mm_per_px / SCALE_RANGE[1]
     work = [load_work_film(film, work_mm, card.normalisation) for film in train_films]
     held_out = [load_validation_film(film, card) for film in val_films]
-    model = build_localizer(card.architecture)
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.lr, total_steps=config.epochs * _steps_per_epoch(len(work), config)
-    )
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        run = _start(card, config, len(work))
+        history = _train(run, work, held_out, card, progress)
+    finally:
+        torch.set_num_threads(threads)
+    final = replace(card, metrics={VALIDATION: history[-1].validation.to_dict()})
+    model = run.model.eval()
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    return TrainedLocalizer(Localizer(model, final), tuple(history))
+
+
+def _train(
+    run: _Run,
+    work: Sequence[WorkFilm],
+    held_out: Sequence[ValidationFilm],
+    card: LocalizerCard,
+    progress: Progress | None,
+) -> list[EpochLog]:
     history = []
-    for epoch in range(1, config.epochs + 1):
+    epochs = run.config.epochs
+    for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        loss = _epoch(model, optimiser, schedule, work, config, epoch, card.normalisation)
-        metrics = validate(Localizer(model, card), held_out)
-        entry = EpochLog(epoch, config.epochs, loss, metrics, time.perf_counter() - started)
+        loss = _epoch(run, work, epoch)
+        metrics = validate(Localizer(run.model, card), held_out)
+        entry = EpochLog(epoch, epochs, loss, metrics, time.perf_counter() - started)
         history.append(entry)
-        log.info(
-            "localizer epoch %d/%d: loss %.4f, validation %s", epoch, config.epochs, loss, metrics
-        )
+        log.info("localizer epoch %d/%d: loss %.4f, %s", epoch, epochs, loss, metrics)
         if progress is not None:
             progress(entry)
-    final = replace(card, metrics={VALIDATION: history[-1].validation.to_dict()})
-    return TrainedLocalizer(Localizer(model.eval(), final), tuple(history))
+    return history

@@ -23,9 +23,12 @@ class LocalizerTrainConfig:
         canvas_px: side of a training sample at ``mm_per_px``.
         widths, decoder_width, output_stride: the network (``LocalizerArchitecture``).
         sigma_mm: spread of the heatmap target's Gaussian.
+        handed_weight: weight of the handedness loss beside the heatmap's.
         val_share: share of films held out for validation (at least one).
         augment: hard augmentation (off only to debug).
-        threads: torch CPU threads (None: torch's default).
+        amp: bf16 autocast; None: only where the CPU runs bf16 natively (AMX or
+            AVX-512-bf16), where it halves a step; elsewhere it is emulated and slower.
+        threads: torch CPU threads while training (None: as set); restored afterwards.
     """
 
     epochs: int = 24
@@ -40,8 +43,10 @@ class LocalizerTrainConfig:
     decoder_width: int = 32
     output_stride: int = 4
     sigma_mm: float = 8.0
+    handed_weight: float = 2.0
     val_share: float = 0.15
     augment: bool = True
+    amp: bool | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
