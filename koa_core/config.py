@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     )
     seed: int = 0
 
+    # Knee localizer promotion: its validation films' joint-centre errors and handedness.
+    localizer_max_median_error_mm: float = Field(default=3.0, gt=0.0)
+    localizer_max_p99_error_mm: float = Field(default=10.0, gt=0.0)
+    localizer_min_handedness_accuracy: float = Field(default=1.0, ge=0.0, le=1.0)
+
     # Scheduling: the zone the cron schedules in prefect.yaml run in (`koa serve` deploys them).
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
 
@@ -143,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def localizers_dir(self) -> Path:
+        return self.models_dir / "localizers"
 
     @property
     def results_dir(self) -> Path:

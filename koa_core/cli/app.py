@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from koa_core.cli.delivery import deliver_command
+from koa_core.cli.localizer import promote_localizer_command, train_localizer_command
 from koa_core.cli.models import evaluate_command, models_app, train_command
 from koa_core.cli.progress import progress_bar
 
@@ -22,6 +23,8 @@ app = typer.Typer(help="koa: nightly knee-osteoarthritis (KL grade) scoring of k
 console = Console(stderr=True)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("train-localizer")(train_localizer_command)
+app.command("promote-localizer")(promote_localizer_command)
 app.add_typer(models_app, name="models")
 app.command("deliver")(deliver_command)
 

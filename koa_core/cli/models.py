@@ -211,6 +211,10 @@ def list_models() -> None:
     out.print(table)
     if not versions:
         out.print("no model versions registered yet")
+    with clear_errors():
+        localizers = localizers_table()
+    if localizers.row_count:
+        out.print(localizers)
 
 
 @models_app.command("show")
@@ -248,3 +252,32 @@ def promote_model(
             )
             return
         _print_decision(promote_if_better(ref, data, labels=labels, device=device))
+
+
+def mm(value: Any) -> str:
+    """A length in mm for a table, or n/a."""
+    return "n/a" if value is None else f"{value:.2f} mm"
+
+
+def localizers_table() -> Table:
+    """Every registered localizer with its validation figures, the champion marked."""
+    from koa_core.registry.localizers import LocalizerRegistry
+
+    registry = LocalizerRegistry()
+    champion = registry.champion()
+    table = Table("", title="localizer versions (* champion); on their validation films")
+    for name in ("version", "created (UTC)", "median", "p99", "handedness", "missed/invented"):
+        table.add_column(name, no_wrap=True)
+    for version in registry.list_versions():
+        figures = version.metrics.get("validation", {})
+        accuracy = figures.get("handedness_accuracy")
+        table.add_row(
+            "*" if champion is not None and champion.version == version.version else "",
+            version.version,
+            version.created_at[:16].replace("T", " "),
+            mm(figures.get("median_error_mm")),
+            mm(figures.get("p99_error_mm")),
+            "n/a" if accuracy is None else f"{accuracy:.3f}",
+            f"{figures.get('missed', 'n/a')}/{figures.get('invented', 'n/a')}",
+        )
+    return table

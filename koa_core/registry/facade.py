@@ -18,11 +18,15 @@ FORCED_REASON = "forced by the operator, without the promotion rule"
 Ref = str | Path | ModelVersion
 
 
-class ModelRegistry:
-    """Registered model versions under ``root`` (default ``Settings().models_dir``)."""
+class VersionRegistry:
+    """Versions, champion pointer and promotion log under one ``root``, for any kind of model.
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else get_settings().models_dir
+    ``ModelRegistry`` (graders) and ``LocalizerRegistry`` (knee localizers) add their own
+    promotion rule; each kind lives under its own root, so each has its own champion.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.store = VersionStore(self.root)
         self.pointer = ChampionPointer(self.root)
 
@@ -69,6 +73,41 @@ class ModelRegistry:
             CorruptCheckpointError: weights missing or changed since registration.
         """
         return self.store.verify(self.get(ref))
+
+    def force_champion(self, ref: Ref, *, reason: str = FORCED_REASON) -> ModelVersion:
+        """Make ``ref`` champion without the promotion rule, and log that it was forced.
+
+        An operator's override is a promotion decision like any other: the audit trail in
+        ``promotions.jsonl`` shows who the champion was and that no rule was applied.
+
+        Raises:
+            CorruptCheckpointError: the version's weights fail their checksum.
+        """
+        with self.pointer.lock():
+            found = self.verify(ref)
+            current = self.pointer.version_id()
+            record = PromotionRecord(
+                found.version, current, promoted=True, forced=True, reason=reason, policy=None
+            )
+            self.pointer.decide(record)
+        return found
+
+    def promotions(self) -> list[dict[str, Any]]:
+        """Every logged promotion decision, oldest first."""
+        return self.pointer.history()
+
+    def record_metrics(self, ref: Ref, split: str, metrics: Mapping[str, Any]) -> ModelVersion:
+        """Record ``metrics`` for ``split`` beside the version; its card stays as registered."""
+        found = self.get(ref)
+        append_metrics(found.path, split, metrics)
+        return load_version(found.path)
+
+
+class ModelRegistry(VersionRegistry):
+    """Registered grader versions under ``root`` (default ``Settings().models_dir``)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        super().__init__(root if root is not None else get_settings().models_dir)
 
     def promote(
         self,
@@ -127,31 +166,3 @@ class ModelRegistry:
                 False, f"the champion changed from {compared_with} to {current}: compare again"
             )
         return None
-
-    def force_champion(self, ref: Ref, *, reason: str = FORCED_REASON) -> ModelVersion:
-        """Make ``ref`` champion without the promotion rule, and log that it was forced.
-
-        An operator's override is a promotion decision like any other: the audit trail in
-        ``promotions.jsonl`` shows who the champion was and that no rule was applied.
-
-        Raises:
-            CorruptCheckpointError: the version's weights fail their checksum.
-        """
-        with self.pointer.lock():
-            found = self.verify(ref)
-            current = self.pointer.version_id()
-            record = PromotionRecord(
-                found.version, current, promoted=True, forced=True, reason=reason, policy=None
-            )
-            self.pointer.decide(record)
-        return found
-
-    def promotions(self) -> list[dict[str, Any]]:
-        """Every logged promotion decision, oldest first."""
-        return self.pointer.history()
-
-    def record_metrics(self, ref: Ref, split: str, metrics: Mapping[str, Any]) -> ModelVersion:
-        """Record ``metrics`` for ``split`` beside the version; its card stays as registered."""
-        found = self.get(ref)
-        append_metrics(found.path, split, metrics)
-        return load_version(found.path)

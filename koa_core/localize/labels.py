@@ -1,0 +1,198 @@
+"""The joint-centre labels of whole films: one table row per knee, read and checked.
+
+The table (CSV or Parquet) has ``side`` (``R``/``L``, the patient's side), ``joint_x`` and
+``joint_y`` (the joint centre in stored-image pixels, origin top-left: column, row) and
+names its film by ``file`` (a path relative to the data folder) or ``sop_instance_uid``
+(matched to (0008,0018) SOPInstanceUID of the DICOM files under the folder). An optional
+``pixel_spacing_mm`` column supplies the spacing of files that carry none (PNG, JPEG);
+other columns (e.g. ``kl_grade``) are ignored. Every error names the row and the column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from koa_core.errors import DatasetError, ImageReadError
+from koa_core.io.reader import read_metadata
+from koa_core.io.record import ImageMetadata
+from koa_core.storage.files import file_sha256
+
+SIDES = ("R", "L")
+COORDINATE_COLUMNS = ("joint_x", "joint_y")
+TABLE_NAMES = ("labels.csv", "labels.parquet")
+
+
+@dataclass(frozen=True)
+class KneeLabel:
+    """One labelled joint: the patient's ``side`` and its centre (column ``x``, row ``y``)."""
+
+    side: str
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class LabelledFilm:
+    """A film and its labelled knees; ``spacing_mm`` is None when neither file nor table
+    gives one."""
+
+    path: Path
+    relpath: str
+    knees: tuple[KneeLabel, ...]
+    rows: int
+    columns: int
+    spacing_mm: float | None
+
+
+def _read_table(table: Path) -> pd.DataFrame:
+    try:
+        if table.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(table)
+        else:
+            frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{table}: not a readable labels table: {error}") from error
+    frame.columns = [str(column).strip().lower() for column in frame.columns]
+    missing = [c for c in ("side", *COORDINATE_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{table}: missing column(s) {missing} (columns: {list(frame.columns)})")
+    if "file" not in frame.columns and "sop_instance_uid" not in frame.columns:
+        raise DatasetError(f"{table}: needs a file or a sop_instance_uid column")
+    return frame
+
+
+def _headers_by_uid(root: Path, table: Path) -> dict[str, ImageMetadata]:
+    """Header of every readable DICOM under ``root``, by (0008,0018) SOPInstanceUID."""
+    headers = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p != table):
+        try:
+            meta = read_metadata(path)
+        except ImageReadError:
+            continue
+        if meta.sop_instance_uid:
+            headers[meta.sop_instance_uid] = meta
+    return headers
+
+
+def _text(row: pd.Series, column: str) -> str:
+    value = row.get(column)
+    return "" if value is None or pd.isna(value) else str(value).strip()
+
+
+def _number(row: pd.Series, column: str, where: str) -> float:
+    try:
+        value = float(_text(row, column))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DatasetError(f"{where}, column {column}: {row.get(column)!r} is not a number")
+    return value
+
+
+def _header(
+    root: Path, row: pd.Series, by_uid: dict[str, ImageMetadata] | None, where: str
+) -> ImageMetadata:
+    if by_uid is not None:
+        uid = _text(row, "sop_instance_uid")
+        if uid not in by_uid:
+            raise DatasetError(
+                f"{where}, column sop_instance_uid: no DICOM file under {root} has {uid!r}"
+            )
+        return by_uid[uid]
+    name = _text(row, "file")
+    path = (root / name).resolve()
+    if not name or not path.is_relative_to(root) or not path.is_file():
+        raise DatasetError(f"{where}, column file: {name!r} is not a file under {root}")
+    try:
+        return read_metadata(path)
+    except ImageReadError as error:
+        raise DatasetError(f"{where}, column file: {error}") from error
+
+
+def _knee(row: pd.Series, meta: ImageMetadata, where: str) -> KneeLabel:
+    side = _text(row, "side").upper()
+    if side not in SIDES:
+        raise DatasetError(f"{where}, column side: {row.get('side')!r} is not R or L")
+    x, y = (_number(row, column, where) for column in COORDINATE_COLUMNS)
+    for column, value, size in (("joint_x", x, meta.columns), ("joint_y", y, meta.rows)):
+        if not 0 <= value < size:
+            raise DatasetError(
+                f"{where}, column {column}: {value:g} lies outside the image"
+                f" ({meta.columns} columns x {meta.rows} rows)"
+            )
+    return KneeLabel(side, x, y)
+
+
+def _spacing(row: pd.Series, meta: ImageMetadata, where: str) -> float | None:
+    if meta.pixel_spacing_mm is not None:
+        return meta.pixel_spacing_mm[0]
+    if not _text(row, "pixel_spacing_mm"):
+        return None
+    value = _number(row, "pixel_spacing_mm", where)
+    if value <= 0:
+        raise DatasetError(f"{where}, column pixel_spacing_mm: {value:g} is not positive")
+    return value
+
+
+def read_film_labels(root: Path, table: Path) -> list[LabelledFilm]:
+    """The labelled films a joint-centre table lists (see the module docstring), in the
+    order they first appear.
+
+    Raises:
+        DatasetError: a missing column, a side not R/L, a coordinate that is not a number
+            or lies outside its image, an unknown file or SOPInstanceUID, or one side
+            labelled twice on a film.
+    """
+    root, table = root.resolve(), table.resolve()
+    frame = _read_table(table)
+    by_uid = None if "file" in frame.columns else _headers_by_uid(root, table)
+    films: dict[str, tuple[ImageMetadata, float | None, list[KneeLabel]]] = {}
+    # Row numbers as a spreadsheet shows them: the header is row 1.
+    for number, (_, row) in enumerate(frame.iterrows(), start=2):
+        where = f"{table.name} row {number}"
+        meta = _header(root, row, by_uid, where)
+        knee = _knee(row, meta, where)
+        knees = films.setdefault(meta.path, (meta, _spacing(row, meta, where), []))[2]
+        if any(known.side == knee.side for known in knees):
+            raise DatasetError(
+                f"{where}, column side: {knee.side} is labelled twice on {meta.path}"
+            )
+        knees.append(knee)
+    return [
+        LabelledFilm(
+            Path(path),
+            Path(path).resolve().relative_to(root).as_posix(),
+            tuple(knees),
+            meta.rows,
+            meta.columns,
+            spacing,
+        )
+        for path, (meta, spacing, knees) in films.items()
+    ]
+
+
+def find_labels_table(root: Path) -> Path:
+    """``root/labels.csv`` or ``root/labels.parquet``.
+
+    Raises:
+        DatasetError: neither exists.
+    """
+    for name in TABLE_NAMES:
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"{root}: no labels.csv or labels.parquet; pass the labels table")
+
+
+def films_fingerprint(films: Sequence[LabelledFilm]) -> str:
+    """sha256 over each film's relative path, content sha256 and labelled knees, sorted."""
+    digest = hashlib.sha256()
+    for film in sorted(films, key=lambda f: f.relpath):
+        knees = ";".join(f"{k.side},{k.x:.2f},{k.y:.2f}" for k in film.knees)
+        digest.update(f"{film.relpath}\t{file_sha256(film.path)}\t{knees}\n".encode())
+    return digest.hexdigest()

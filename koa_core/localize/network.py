@@ -1,0 +1,93 @@
+"""The localizer network: a small fully convolutional encoder-decoder with a heatmap head.
+
+Output channels at ``output_stride`` (see ``heatmap``): a joint-centre logit per cell, the
+sub-cell offset (x, y) of the centre in cells, and a handedness logit (the knee looks like
+a right knee as displayed: fibula on the viewer's left).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from koa_core.localize.card import LocalizerArchitecture
+
+HEAT, OFFSET_X, OFFSET_Y, HANDED = range(4)
+HEAD_CHANNELS = 4
+# Initial heat logit: sigmoid(-4.6) ~ 0.01, CenterNet's prior, so early training is stable.
+HEAT_PRIOR_LOGIT = -4.6
+
+
+def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class LocalizerNet(nn.Module):
+    """Encoder of stride-2 stages, a top-down pathway to ``output_stride``, a 4-channel head."""
+
+    def __init__(self, arch: LocalizerArchitecture) -> None:
+        super().__init__()
+        self.arch = arch
+        self.min_stride = 2 ** len(arch.widths)
+        self.stages = nn.ModuleList()
+        previous = 1
+        for index, width in enumerate(arch.widths):
+            # The stem is a single conv: at full input resolution a second one costs most.
+            layers = [_conv(previous, width, 2)] + ([_conv(width, width)] if index else [])
+            self.stages.append(nn.Sequential(*layers))
+            previous = width
+        # Lateral 1x1 projections for the stages at and below output_stride's resolution.
+        self.keep = [i for i in range(len(arch.widths)) if 2 ** (i + 1) >= arch.output_stride]
+        self.lateral = nn.ModuleList(
+            nn.Conv2d(arch.widths[i], arch.decoder_width, 1) for i in self.keep
+        )
+        self.smooth = _conv(arch.decoder_width, arch.decoder_width)
+        self.head = nn.Conv2d(arch.decoder_width, HEAD_CHANNELS, 1)
+        bias = torch.zeros(HEAD_CHANNELS)
+        bias[HEAT] = HEAT_PRIOR_LOGIT
+        self.head.bias = nn.Parameter(bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder features at ``output_stride`` of a (N, 1, H, W) input, H and W a multiple
+        of ``min_stride``."""
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        merged: torch.Tensor | None = None
+        for lateral, index in zip(reversed(self.lateral), reversed(self.keep), strict=True):
+            projected = lateral(features[index])
+            if merged is not None:
+                merged = F.interpolate(merged, size=projected.shape[-2:], mode="nearest")
+                projected = projected + merged
+            merged = projected
+        assert merged is not None
+        smoothed: torch.Tensor = self.smooth(merged)
+        return smoothed
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, 4, H/stride, W/stride) raw maps: heat logit, offset x, offset y, handedness."""
+        maps: torch.Tensor = self.head(features)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build_localizer(arch: LocalizerArchitecture) -> LocalizerNet:
+    """A freshly initialised network for ``arch``.
+
+    Raises:
+        ValueError: an unknown architecture name or an output stride the encoder lacks.
+    """
+    if arch.name != "heatmap-fpn":
+        raise ValueError(f"unknown localizer architecture {arch.name!r}")
+    strides = {2 ** (i + 1) for i in range(len(arch.widths))}
+    if arch.output_stride not in strides:
+        raise ValueError(f"output_stride {arch.output_stride} is not one of {sorted(strides)}")
+    return LocalizerNet(arch)
