@@ -4,6 +4,7 @@ import queue
 import shutil
 import threading
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -23,15 +24,18 @@ from flows.redaction import redacted_logs
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
 from koa_core.config import Settings, get_settings
+from koa_core.delivery.findings import Algorithm
+from koa_core.delivery.ledger import DELIVERED
 from koa_core.errors import BatchFailedError, KoaError
 from koa_core.pipeline.chunks import chunked, ramped
 from koa_core.pipeline.commit import NightSummary, commit_night
+from koa_core.pipeline.deliver_night import algorithm_of, deliver_night
 from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest, with_sha256
-from koa_core.pipeline.prepare import PreparedChunk, prepare_chunk
+from koa_core.pipeline.prepare import LOCALIZE, READ, PreparedChunk, prepare_chunk
 from koa_core.pipeline.score import score_chunk
 from koa_core.privacy import Redactor, site_secret
-from koa_core.registry import ModelRegistry, ModelVersion
+from koa_core.registry import ModelRegistry, champion_localizer
 from koa_core.sources.listing import BatchListing
 from koa_core.sources.pull import pull_batch
 from koa_core.sources.staging import cleanup_staging, staging_dir_for
@@ -66,6 +70,18 @@ def read_headers(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "origin": item["origin"]} for row, item in zip(rows, files, strict=True)]
 
 
+@dataclass(frozen=True)
+class ChunkModels:
+    """What a worker needs to load the night's models: their folders, and its thread count."""
+
+    grader_dir: str
+    input_size: int
+    localizer_dir: str
+    threads: int
+    refer_below: float
+    heatmaps: bool
+
+
 class Sealed(Generic[T]):
     """A value in a box that Prefect and Dask pass along without looking inside.
 
@@ -82,24 +98,35 @@ class Sealed(Generic[T]):
 
 @task
 def prepare(
-    rows: Sealed[Rows], scratch: str, chunk_id: int, size: int, redactor: Redactor
+    rows: Sealed[Rows], scratch: str, chunk_id: int, models: ChunkModels, redactor: Redactor
 ) -> Sealed[PreparedChunk]:
-    """Decode and preprocess the images of one chunk (on a Dask worker)."""
+    """Decode the films of one chunk and cut their knees' ROIs (on a Dask worker)."""
+    import torch
+
+    torch.set_num_threads(models.threads)
     with redacted_logs(redactor):
-        return Sealed(prepare_chunk(rows.value, Path(scratch), chunk_id, size))
+        chunk = prepare_chunk(
+            rows.value, Path(scratch), chunk_id, models.input_size, models.localizer_dir
+        )
+        return Sealed(chunk)
 
 
 @task
-def score(
-    prepared: Sealed[PreparedChunk], model_dir: str, threads: int, redactor: Redactor
-) -> Sealed[Rows]:
-    """Score one prepared chunk with the model, loaded once per worker."""
+def score(prepared: Sealed[PreparedChunk], models: ChunkModels, redactor: Redactor) -> Sealed[Rows]:
+    """Score one prepared chunk's knees with the grader, loaded once per worker."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(models.threads)
     chunk = prepared.value
     with redacted_logs(redactor):
-        return Sealed(score_chunk(chunk.array_path, chunk.rows, model_dir))
+        rows = score_chunk(
+            chunk.array_path,
+            chunk.rows,
+            models.grader_dir,
+            refer_below=models.refer_below,
+            heatmaps=models.heatmaps,
+        )
+        return Sealed(rows)
 
 
 def _run_id() -> str:
@@ -143,7 +170,8 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     # GX takes seconds to set up: do it while the workers start and read headers.
     threading.Thread(target=warm_up, name="gx-warm-up", daemon=True).start()
     version = ModelRegistry().get(model_ref)
-    run = RunContext(day, _run_id(), version.version, version.weights_sha256)
+    localizer = champion_localizer()
+    run = RunContext(day, _run_id(), version.version, version.weights_sha256, localizer.version)
     started = datetime.now(UTC)
     run_dir = run.log_dir(settings.runs_dir)
     transaction.recover_all(settings.results_dir)
@@ -153,9 +181,20 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     )
     ledger = NightLedger(run, listing, settings, Redactor(site_secret(settings)))
     with redacted_logs(ledger.redactor):
-        docs_path = _process(settings, ledger, listing, run_dir, version)
+        models = ChunkModels(
+            str(version.path),
+            # The model's card, not the site's setting, fixes the input size it was trained at.
+            version.model_card().input_size,
+            str(localizer.path),
+            settings.dask_threads_per_worker,
+            settings.refer_below_localizer_score,
+            heatmaps=settings.deliver_to is not None,
+        )
+        docs_path = _process(settings, ledger, listing, run_dir, models)
         summary = commit_night(ledger, settings, started, docs_path)
         _report(summary, ledger)
+        if settings.deliver_to is not None:
+            _deliver(ledger, algorithm_of(version, localizer), settings, settings.deliver_to)
     cleanup_staging(staging_dir_for(day, settings), keep=settings.keep_staged_files)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     if summary.failed:
@@ -163,14 +202,30 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     return summary.to_dict()
 
 
+def _deliver(
+    ledger: NightLedger, algorithm: Algorithm, settings: Settings, destination: str
+) -> None:
+    """Send the committed night's SRs and SCs; failures are recorded, never raised."""
+    records = deliver_night(ledger, algorithm, settings, destination)
+    failed = [record for record in records if record.status != DELIVERED]
+    get_run_logger().info(
+        "batch %s: %d DICOM results delivered, %d failed%s",
+        ledger.run.batch_date,
+        len(records) - len(failed),
+        len(failed),
+        " (koa deliver --batch-date D sends them again)" if failed else "",
+    )
+
+
 def _report(summary: NightSummary, ledger: NightLedger) -> None:
     """Log the night's outcome and publish its artifacts, all through the night's redactor."""
     quarantine = ledger.quarantine_rows()
     first = [row["source_path"] for row in quarantine[:QUARANTINE_LOGGED]]
     get_run_logger().info(
-        "batch %s: %d scored, %d quarantined (first: %s)",
+        "batch %s: %d knees scored on %d films, %d inputs quarantined (first: %s)",
         summary.batch_date,
         summary.n_scored,
+        summary.n_films_scored,
         summary.n_quarantined,
         ", ".join(first) or "none",
     )
@@ -182,7 +237,7 @@ def _process(
     ledger: NightLedger,
     listing: BatchListing,
     run_dir: Path,
-    model: ModelVersion,
+    models: ChunkModels,
 ) -> Path | None:
     """Check, prepare and score the night's files into ``ledger``; return the Data Docs path."""
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
@@ -199,11 +254,11 @@ def _process(
     ledger.quarantine(with_sha256(checked.quarantined_rows()), "manifest")
     chunks = list(ramped(checked.passed_rows(), settings.chunk_size, FIRST_CHUNK))
     scored: Rows = []
-    # The model's card, not the site's setting, fixes the input size it was trained at.
-    size = model.model_card().input_size
     scratch = run_dir / "inputs"
-    for prepared, scored_chunk in _run_chunks(settings, chunks, scratch, str(model.path), size):
-        ledger.quarantine(prepared.result().value.failures, "read")
+    for prepared, scored_chunk in _run_chunks(settings, chunks, scratch, models):
+        for stage in (READ, LOCALIZE):
+            failures = prepared.result().value.failures
+            ledger.quarantine([row for row in failures if row["stage"] == stage], stage)
         scored += scored_chunk.result().value
     _check_scores(ledger, scored)
     return checked.docs_path
@@ -253,7 +308,7 @@ class _Progress:
 
 
 def _run_chunks(
-    settings: Settings, chunks: list[Rows], scratch: Path, model_dir: str, input_size: int
+    settings: Settings, chunks: list[Rows], scratch: Path, models: ChunkModels
 ) -> list[tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]]:
     """Prepare then score each chunk on Dask, keeping only a few chunks ahead of the workers.
 
@@ -269,7 +324,7 @@ def _run_chunks(
     for index, chunk in enumerate(chunks):
         if index - progress.settled >= in_flight_limit:
             progress.wait_for_one()
-        pairs.append(_submit_chunk(settings, chunk, index, scratch, (model_dir, input_size)))
+        pairs.append(_submit_chunk(settings, chunk, index, scratch, models))
         progress.watch(pairs[-1][1], index)
     while progress.settled < len(chunks):
         progress.wait_for_one()
@@ -277,18 +332,17 @@ def _run_chunks(
 
 
 def _submit_chunk(
-    settings: Settings, chunk: Rows, index: int, scratch: Path, model: tuple[str, int]
+    settings: Settings, chunk: Rows, index: int, scratch: Path, models: ChunkModels
 ) -> tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]:
     # The chunk's own patients only: a worker compiles (and is sent) a small redactor.
     redactor = Redactor(site_secret(settings))
     redactor.learn_rows(chunk)
-    model_dir, input_size = model
-    prepared = prepare.submit(Sealed(chunk), str(scratch), index, input_size, redactor)
+    prepared = prepare.submit(Sealed(chunk), str(scratch), index, models, redactor)
     # A fresh context per chunk: annotate() can be entered only once.
     with annotate(resources={"GPU": 1}) if settings.gpu_resource else nullcontext():
         # A future stands in for its result; Prefect's stubs only accept the result type.
         upstream: Any = prepared
-        scored = score.submit(upstream, model_dir, settings.dask_threads_per_worker, redactor)
+        scored = score.submit(upstream, models, redactor)
     return prepared, scored
 
 

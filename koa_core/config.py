@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_roi_off_film: float = Field(
         default=0.15, ge=0.0, le=1.0, description="Largest share of a knee's ROI off the film."
     )
+    refer_below_localizer_score: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="Knees the localizer scored under this are graded but referred to a reader.",
+    )
     laterality_confidence: float = Field(
         default=0.8,
         gt=0.5,

@@ -57,3 +57,19 @@ def no_quality_floor(koa_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("KOA_PROMOTION_MIN_QWK", "-1")
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_localizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's tiny localizer, trained once; tests register it as their champion."""
+    from tests.localizer_fixtures import train_tiny_localizer
+
+    return train_tiny_localizer(tmp_path_factory.mktemp("tiny-localizer"))
+
+
+@pytest.fixture
+def champion_localizer(tiny_localizer_dir: Path, koa_home: Path) -> str:
+    """The tiny localizer as this test's champion localizer; its version id."""
+    from tests.localizer_fixtures import register_champion_localizer
+
+    return register_champion_localizer(tiny_localizer_dir).version

@@ -16,6 +16,9 @@ def prepared_knee(side: str = "R", joint_x: float = 400.0) -> dict[str, Any]:
         "roi_mm": 140.0,
         "localizer_score": 0.97,
         "knee_evidence": "body_part=header;view=header;side=header",
+        "grade_set": [1, 2],
+        "refer": True,
+        "refer_reason": "uncertain_grade",
     }
 
 

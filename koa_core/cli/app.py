@@ -248,8 +248,10 @@ def score(
 ) -> None:
     """Run the nightly scoring flow on one batch and print where the results are."""
     from flows.local_run import run_nightly_with_progress
+    from koa_core.registry import champion_localizer
 
     day = date.fromisoformat(batch_date) if batch_date else _yesterday()
+    champion_localizer()  # stops here, in one line, before any file is read
     with _logged("score") as log_file:
         summary = run_nightly_with_progress(day, source, model, console)
     _print_summary(summary, log_file)
@@ -260,12 +262,13 @@ def demo() -> None:
     """The main job end to end on embedded defaults: batch, model if none, nightly flow."""
     from flows.local_run import run_nightly_with_progress
     from koa_core.config import get_settings
-    from koa_core.workflows.demo import ensure_champion, ensure_demo_batch
+    from koa_core.workflows.demo import ensure_champion, ensure_demo_batch, ensure_localizer
 
     settings = get_settings()
     day = _yesterday()
     with _logged("demo") as log_file:
         ensure_demo_batch(settings, day, _say)
+        ensure_localizer(settings, _say)
         ensure_champion(settings, _say)
         _say(f"scoring the night of {day}: nightly flow on a local Dask cluster")
         summary = run_nightly_with_progress(day, None, "champion", console)
@@ -281,7 +284,8 @@ def demo_query(results_dir: Path, day: date) -> str:
     """
     scores = str((results_dir / "scores").resolve()).replace("'", "''")
     sql = (
-        "select kl_grade, count(*) as images, round(avg(p_koa), 3) as mean_p_koa "
+        "select kl_grade, count(*) as knees, count(distinct source_path) as films,"
+        " round(avg(p_koa), 3) as mean_p_koa "
         f"from read_parquet('{scores}/**/*.parquet') "
         f"where batch_date = DATE '{day.isoformat()}' group by 1 order by 1"
     )
@@ -317,12 +321,8 @@ def serve(
 def _print_summary(summary: dict[str, object], log_file: Path) -> None:
     from rich.table import Table
 
-    table = Table("inputs", "scored", "quarantined", "model", "status")
-    table.add_row(
-        *(
-            str(summary[key])
-            for key in ("n_inputs", "n_scored", "n_quarantined", "model_version", "status")
-        )
-    )
+    table = Table("inputs", "films scored", "knees scored", "quarantined", "model", "status")
+    keys = ("n_inputs", "n_films_scored", "n_scored", "n_quarantined", "model_version", "status")
+    table.add_row(*(str(summary[key]) for key in keys))
     Console().print(table)
     typer.echo(f"results: {summary['results_dir']}\nlog: {log_file}")

@@ -20,6 +20,7 @@ from koa_core.storage.files import atomic_write_bytes
 
 CALIBRATION_SPLIT = "val"
 INFERENCE_BATCH = 64
+RANGE_LOW, RANGE_HIGH, RANGE_MARGIN = 0.5, 99.5, 0.1
 
 
 def card_calibration(card: ModelCard) -> ConformalCalibration | None:
@@ -76,6 +77,21 @@ def evaluation_calibration(
     return fit_sets(val_probs, val_labels, card.conformal_level)
 
 
+def with_input_ranges(card: ModelCard, dataset: KLDataset) -> ModelCard:
+    """``card`` with the range of its training inputs' mean and std: the central 99 % of
+    the training images, widened by a tenth of its span either way."""
+    train = dataset.splits.get("train")
+    if train is None or len(train.labels) == 0:
+        return card
+    pixels = train.images.reshape(len(train.labels), -1).float() / 255.0
+    ranges = []
+    for values in (pixels.mean(dim=1).numpy(), pixels.std(dim=1, correction=0).numpy()):
+        low, high = (float(v) for v in np.percentile(values, [RANGE_LOW, RANGE_HIGH]))
+        margin = RANGE_MARGIN * (high - low)
+        ranges.append((low - margin, high + margin))
+    return replace(card, input_mean_range=ranges[0], input_std_range=ranges[1])
+
+
 def calibrate_run(
     run_dir: Path, dataset: KLDataset, *, device: str = "auto"
 ) -> ConformalCalibration | None:
@@ -98,6 +114,7 @@ def calibrate_run(
     model = load_model(run_dir / WEIGHTS_NAME, card, "cpu")
     probs = predict_dataset(model, card, val.images, INFERENCE_BATCH, device)
     calibration = fit_sets(probs, val.labels.numpy(), card.conformal_level)
-    document["card"] = with_calibration(card, calibration).to_dict()
+    ranged = with_input_ranges(with_calibration(card, calibration), dataset)
+    document["card"] = ranged.to_dict()
     atomic_write_bytes(card_path, json.dumps(document, indent=2).encode())
     return calibration

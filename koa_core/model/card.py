@@ -36,7 +36,8 @@ class ModelCard:
     The ``conformal_*`` fields are the prediction-set calibration fitted after training on
     the validation split (``evaluation.conformal``): the nominal level, the score threshold
     (``None``: not calibrated, as in cards written before sets existed), the temperature
-    the scores were computed under and the number of validation knees.
+    the scores were computed under and the number of validation knees. ``input_*_range``
+    bound the mean and std of the training inputs (a knee outside is referred to a reader).
     """
 
     input_size: int = 224
@@ -49,6 +50,16 @@ class ModelCard:
     conformal_threshold: float | None = None
     conformal_temperature: float | None = None
     conformal_calibration_size: int = 0
+    input_mean_range: tuple[float, float] | None = None
+    input_std_range: tuple[float, float] | None = None
+
+    def input_in_range(self, mean: float, std: float) -> bool:
+        """Whether an input's statistics lie where the training inputs' did (always, for a
+        card from before the ranges were recorded)."""
+        for value, bounds in ((mean, self.input_mean_range), (std, self.input_std_range)):
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                return False
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -64,8 +75,9 @@ class ModelCard:
         if "depth" in arch:
             arch["depth"] = tuple(int(blocks) for blocks in arch["depth"])
         values = {key: value for key, value in data.items() if key != "architecture"}
-        if "class_names" in values:
-            values["class_names"] = tuple(values["class_names"])
+        for key in ("class_names", "input_mean_range", "input_std_range"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
         return cls(**values, architecture=Architecture(**arch))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from koa_core.config import Settings
+from koa_core.delivery.uids import SR, instance_uid
 from koa_core.errors import KoaError
 from koa_core.imaging.transforms import PREPROCESS_VERSION
 from koa_core.pipeline.manifest import READ_ERROR_DETAIL
@@ -97,6 +98,8 @@ class KneeLocation:
     roi_mm: float
     localizer_score: float
     evidence: str
+    box: tuple[float, ...] = ()
+    """(row start, row stop, column start, column stop) of the ROI in stored pixels."""
 
     @classmethod
     def of_row(cls, row: Mapping[str, Any]) -> KneeLocation:
@@ -108,6 +111,7 @@ class KneeLocation:
             roi_mm=float(row["roi_mm"]),
             localizer_score=float(row["localizer_score"]),
             evidence=row["knee_evidence"],
+            box=tuple(float(value) for value in row.get("roi_box", ())),
         )
 
 
@@ -131,6 +135,12 @@ class ScoreRecord:
     input_mean: float
     input_std: float
     scored_at: datetime
+    grade_set: tuple[int, ...]
+    refer: bool
+    refer_reason: str | None
+    sr_sop_instance_uid: str | None
+    heatmap: tuple[str, int] | None = None
+    """(file, index) of the knee's class-activation map, when the run made heatmaps."""
 
     @classmethod
     def of_prediction(cls, row: Mapping[str, Any], settings: Settings, at: datetime) -> ScoreRecord:
@@ -152,6 +162,15 @@ class ScoreRecord:
             input_mean=float(row["mean"]),
             input_std=float(row["std"]),
             scored_at=at,
+            grade_set=tuple(int(grade) for grade in row["grade_set"]),
+            refer=bool(row["refer"]),
+            refer_reason=row.get("refer_reason"),
+            sr_sop_instance_uid=row.get("sr_sop_instance_uid"),
+            heatmap=(
+                (row["heatmap_path"], int(row["heatmap_index"]))
+                if row.get("heatmap_path")
+                else None
+            ),
         )
 
     def to_row(self, run: RunContext, source_path: str) -> dict[str, Any]:
@@ -184,6 +203,10 @@ class ScoreRecord:
             "localizer_score": self.knee.localizer_score,
             "localizer_version": run.localizer_version,
             "knee_evidence": self.knee.evidence,
+            "grade_set": list(self.grade_set),
+            "refer": self.refer,
+            "refer_reason": self.refer_reason,
+            "sr_sop_instance_uid": self.sr_sop_instance_uid,
             "schema_version": SCORES_SCHEMA_VERSION,
         }
 
@@ -296,10 +319,18 @@ class NightLedger:
         now = datetime.now(UTC)
         quarantined = {record.origin for record in self._quarantined}
         self._scored += [
-            ScoreRecord.of_prediction(row, self._settings, now)
+            ScoreRecord.of_prediction(self._with_report_uid(row), self._settings, now)
             for row in rows
             if row["origin"] not in quarantined
         ]
+
+    def _with_report_uid(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The row with the UID its film's structured report will have, when koa delivers
+        reports (``KOA_DELIVER_TO``) and the film is a DICOM instance."""
+        sop = row.get("sop_instance_uid")
+        if self._settings.deliver_to is None or not sop:
+            return row
+        return {**row, "sr_sop_instance_uid": str(instance_uid(SR, sop, self.run.model_version))}
 
     def account(self) -> None:
         """Raise unless every input's ``source_path`` appears exactly once across the tables.

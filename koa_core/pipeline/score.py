@@ -1,4 +1,4 @@
-"""Batched inference on a prepared chunk: model inputs in, one probability row per image out.
+"""Batched inference on a prepared chunk: knee inputs in, one row per knee out (grade, set).
 
 The model is loaded once per worker process (``loaded_model`` is cached), so a worker that
 scores many chunks pays for reading the weights, and for building its fast forward
@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
+from koa_core.evaluation.conformal import prediction_sets
+from koa_core.evaluation.referral import referral
+from koa_core.evaluation.set_calibration import card_calibration
+from koa_core.model.cam import class_activation_maps
 from koa_core.model.card import ModelCard, read_card
 from koa_core.model.checkpoint import load_model
 from koa_core.model.fastpath import Forward, optimise_for_inference
-from koa_core.model.inference import predict_dataset, resolve_device
+from koa_core.model.inference import predict_dataset, resolve_device, to_model_input
 from koa_core.model.network import GraderNet
+from koa_core.pipeline.prepare import save_array_atomically
 from koa_core.schema import CARD_NAME, PROBABILITY_COLUMNS, WEIGHTS_NAME, p_koa
 
 
@@ -43,6 +49,8 @@ def score_chunk(
     model_dir: str,
     device: str = "auto",
     batch_size: int = 64,
+    refer_below: float = 0.0,
+    heatmaps: bool = False,
 ) -> list[dict[str, Any]]:
     """Probabilities of KL 0-4, the grade and P(KOA) for the images of one chunk.
 
@@ -54,9 +62,14 @@ def score_chunk(
         model_dir: folder with ``weights.pt`` and ``card.json``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         batch_size: images per forward pass.
+        refer_below: a knee whose localizer score is under this is referred to a reader.
+        heatmaps: also write each knee's class-activation map of its grade, in its ROI's
+            orientation, to ``heatmap_path(array_path)`` (float16, in the rows' order).
 
     Returns:
-        ``rows`` extended with ``p_kl0``..``p_kl4``, ``kl_grade`` and ``p_koa``.
+        ``rows`` extended with ``p_kl0``..``p_kl4``, ``kl_grade``, ``p_koa``, the
+        conformal ``grade_set`` (the grade alone for an uncalibrated model), ``refer`` and
+        ``refer_reason`` (``koa_core.evaluation.referral``).
     """
     if not rows:
         return []
@@ -67,9 +80,49 @@ def score_chunk(
     probabilities = predict_dataset(
         model, card, images, batch_size, device, forward=fast_forward(model_dir, device)
     )
+    if heatmaps:
+        _save_heatmaps(array_path, model, card, images, probabilities)
+    calibration = card_calibration(card)
+    sets = prediction_sets(probabilities, calibration) if calibration else None
     scored = []
-    for row, probs, koa in zip(rows, probabilities, p_koa(probabilities), strict=True):
-        values = {name: float(p) for name, p in zip(PROBABILITY_COLUMNS, probs, strict=True)}
+    for index, (row, probs) in enumerate(zip(rows, probabilities, strict=True)):
         grade = int(np.argmax(probs))
-        scored.append({**row, **values, "kl_grade": grade, "p_koa": float(koa)})
+        grade_set = sets[index] if sets is not None else (grade,)
+        scored.append({**row, **_outputs(probs), "grade_set": list(grade_set)})
+        if heatmaps:
+            scored[-1].update(heatmap_path=str(heatmap_path(array_path)), heatmap_index=index)
+        scored[-1].update(_referral(scored[-1], card, refer_below))
     return scored
+
+
+def heatmap_path(array_path: str) -> Path:
+    """Where ``score_chunk`` keeps a chunk's heatmaps: beside its input stack."""
+    path = Path(array_path)
+    return path.with_name(f"{path.stem}-heatmaps.npy")
+
+
+def _save_heatmaps(
+    array_path: str,
+    model: GraderNet,
+    card: ModelCard,
+    images: torch.Tensor,
+    probabilities: npt.NDArray[np.float32],
+) -> None:
+    batch = to_model_input(images, card, next(model.parameters()).device)
+    maps = class_activation_maps(model, batch, np.argmax(probabilities, axis=1).tolist())
+    save_array_atomically(heatmap_path(array_path), maps.astype(np.float16))
+
+
+def _outputs(probs: npt.NDArray[np.float32]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        name: float(p) for name, p in zip(PROBABILITY_COLUMNS, probs, strict=True)
+    }
+    values["kl_grade"] = int(np.argmax(probs))
+    values["p_koa"] = float(p_koa(probs[None])[0])
+    return values
+
+
+def _referral(row: dict[str, Any], card: ModelCard, refer_below: float) -> dict[str, Any]:
+    in_range = card.input_in_range(float(row["mean"]), float(row["std"]))
+    refer, reason = referral(row["grade_set"], row.get("localizer_score"), refer_below, in_range)
+    return {"refer": refer, "refer_reason": reason}

@@ -16,13 +16,16 @@ crash leaves the registry as it was before the write or as it is after it.
 from __future__ import annotations
 
 from koa_core.registry.facade import ModelRegistry
+from koa_core.registry.localizers import LocalizerRegistry, champion_localizer
 from koa_core.registry.policy import PromotionDecision, PromotionPolicy, should_promote
 from koa_core.registry.store import ModelVersion
 
 __all__ = [
+    "LocalizerRegistry",
     "ModelRegistry",
     "ModelVersion",
     "PromotionDecision",
     "PromotionPolicy",
+    "champion_localizer",
     "should_promote",
 ]

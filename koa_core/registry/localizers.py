@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from koa_core.config import Settings, get_settings
+from koa_core.errors import LocalizerNotFoundError
 from koa_core.localize.card import LocalizerCard, read_localizer_card
 from koa_core.localize.find import Localizer, load_localizer
 from koa_core.registry.champion import PromotionRecord
@@ -140,3 +141,22 @@ class LocalizerRegistry(VersionRegistry):
             )
             self.pointer.decide(record)
         return record
+
+
+NO_LOCALIZER = (
+    "no champion localizer: koa finds the knees on whole films with one. Train one with"
+    " `koa train-localizer --data DIR --labels CSV --promote` (`koa phantoms --film mixed"
+    " --out DIR` makes synthetic films with labels), or run `make demo`, which trains one"
+)
+
+
+def champion_localizer(root: Path | None = None) -> ModelVersion:
+    """The champion localizer's version, checked before a night reads any file.
+
+    Raises:
+        LocalizerNotFoundError: there is none; the message says how to get one.
+    """
+    champion = LocalizerRegistry(root).champion()
+    if champion is None:
+        raise LocalizerNotFoundError(NO_LOCALIZER)
+    return champion

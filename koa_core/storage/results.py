@@ -147,6 +147,32 @@ SCORES_COLUMNS: tuple[Column, ...] = (
         "view=<...>;side=<header|position|anatomy>`.",
     ),
     Column(
+        "grade_set",
+        pa.list_(pa.int8()),
+        False,
+        "Conformal prediction set of KL grades at the card's level (90 % by default).",
+    ),
+    Column(
+        "refer",
+        pa.bool_(),
+        False,
+        "Refer to a human reader: set of more than one grade, low localizer score, or input"
+        " unlike the training data.",
+    ),
+    Column(
+        "refer_reason",
+        pa.string(),
+        True,
+        "';'-joined: uncertain_grade, low_localizer_score, input_out_of_range; null if not"
+        " referred.",
+    ),
+    Column(
+        "sr_sop_instance_uid",
+        pa.string(),
+        True,
+        "SOPInstanceUID of the DICOM SR koa sends for this film (null when not delivered).",
+    ),
+    Column(
         "schema_version",
         pa.int8(),
         False,

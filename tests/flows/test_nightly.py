@@ -19,11 +19,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from koa_core.config import get_settings
-from koa_core.phantom import write_nightly_batch
+from koa_core.phantom import write_bad_files, write_nightly_films
 from koa_core.pipeline.manifest import file_sha256
 from koa_core.pipeline.source_paths import PATH_MAP_FILE, read_path_map
 from koa_core.storage import results
 from tests.flows.models import register_tiny_champion
+from tests.localizer_fixtures import TEST_FILM_SPACING_MM
 
 BATCH_DATE = date(2026, 11, 27)
 INPUT_SIZE = 64
@@ -32,18 +33,23 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 @pytest.fixture
-def night(koa_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+def night(
+    koa_home: Path, monkeypatch: pytest.MonkeyPatch, champion_localizer: str
+) -> dict[str, object]:
     monkeypatch.setenv("KOA_INPUT_SIZE", str(INPUT_SIZE))
     # More chunks than the flow keeps in flight on the two-worker cluster.
     monkeypatch.setenv("KOA_CHUNK_SIZE", str(CHUNK_SIZE))
     get_settings.cache_clear()
     incoming = get_settings().incoming_dir
-    dicoms = write_nightly_batch(incoming, 10, seed=11, batch_date=BATCH_DATE, bad=6)
-    pngs = write_nightly_batch(incoming, 3, seed=12, batch_date=BATCH_DATE, file_format="png")
-    _write_blank_copy(Path(dicoms[0].path), incoming / BATCH_DATE.isoformat() / "blank.dcm")
-    inputs = sorted(str(p) for p in (incoming / BATCH_DATE.isoformat()).rglob("*") if p.is_file())
+    films = write_nightly_films(
+        incoming, 10, seed=11, batch_date=BATCH_DATE, spacing_mm=TEST_FILM_SPACING_MM
+    )
+    folder = incoming / BATCH_DATE.isoformat()
+    write_bad_files(folder / "bad", 6, seed=11)
+    _write_blank_copy(Path(films[0].path), folder / "blank.dcm")
+    inputs = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     version = register_tiny_champion(INPUT_SIZE)
-    return {"inputs": inputs, "records": [*dicoms, *pngs], "version": version}
+    return {"inputs": inputs, "records": films, "version": version}
 
 
 def _write_blank_copy(knee: Path, out: Path) -> None:
@@ -118,12 +124,18 @@ def test_every_input_is_scored_or_quarantined_exactly_once(
     assert total > summary["n_scored"] and sum(steps) == total
     assert sorted(steps, reverse=True) == [CHUNK_SIZE] * full + [rest] * (rest > 0)
     real = _real_paths(str(summary["run_id"]))
-    written = Counter(scores["source_path"].to_pylist() + quarantine["source_path"].to_pylist())
+    scored = Counter(scores["source_path"].to_pylist())
+    written = scored + Counter(quarantine["source_path"].to_pylist())
     assert sorted(real[name] for name in written) == night["inputs"]
-    assert set(written.values()) == {1}
+    assert not set(scored) & set(quarantine["source_path"].to_pylist())
+    knees = Counter(
+        zip(scores["source_path"].to_pylist(), scores["knee_side"].to_pylist(), strict=True)
+    )
+    assert set(knees.values()) == {1} and set(scored.values()) <= {1, 2}
     assert not any(name.startswith("/") for name in written)  # relative to the batch folder
     assert summary["n_inputs"] == len(night["inputs"])
     assert summary["n_scored"] == scores.num_rows >= 10
+    assert summary["n_films_scored"] == len(scored)
     assert scores.schema.equals(results.scores_schema(), check_metadata=False)
     assert set(scores["model_version"].to_pylist()) == {night["version"]}
     assert quarantine.num_rows >= 6 and all(quarantine["reasons"].to_pylist())
