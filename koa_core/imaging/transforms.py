@@ -35,6 +35,8 @@ LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 HISTOGRAM_BINS = 4096
 FIELD_MM = 150.0
+ROI_MM = 140.0
+"""Side of the square the grader sees around a localized joint (DeepKnee's/KNEEL's field)."""
 # Relative range below which an image counts as flat (a few float32 epsilons per bin).
 FLAT_TOLERANCE = 4 * HISTOGRAM_BINS * float(np.finfo(np.float32).eps)
 

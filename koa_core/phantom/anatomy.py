@@ -474,26 +474,45 @@ def _attenuation(
 
 
 def leg_attenuation(
-    u: FloatArray, v: FloatArray, anatomy: Anatomy, features: KLFeatures, texture: FloatArray
+    u: FloatArray,
+    v: FloatArray,
+    anatomy: Anatomy,
+    features: KLFeatures,
+    texture: FloatArray,
+    *,
+    soft_tissue: bool = True,
 ) -> tuple[FloatArray, float]:
     """One right leg's projected attenuation (log units) at anatomical coordinates (u, v).
 
     ``u``, ``v`` (mm, affine in the pixel indices) and ``texture`` share one grid, which
     may be any window of an image: a whole film evaluates each leg on the band it covers.
     Soft tissue and shafts run on past the grid's edges; beyond the leg it is exactly 0.
-    Returns the attenuation and the osteophytes' area in grid pixels.
+    Without ``soft_tissue`` only the bones are drawn (``leg_soft_tissue`` is the rest; the
+    bones' band is much narrower). Returns the attenuation and the osteophytes' area in
+    grid pixels.
     """
     ut, vt = _tibia_frame(u, v, features.varus_deg)
     femur, femoral_spurs = _femur(u, v, anatomy, features, texture)
     tibia, tibial_spurs = _tibia(ut, vt, anatomy, features, texture)
-    total = (
-        _soft_tissue(u, v, anatomy)
-        + femur
-        + tibia
-        + _fibula(ut, vt, anatomy, texture)
-        + _patella(u, v, anatomy, texture)
-    )
+    total = _soft_tissue(u, v, anatomy) + femur if soft_tissue else femur
+    total = total + tibia + _fibula(ut, vt, anatomy, texture) + _patella(u, v, anatomy, texture)
     return total, femoral_spurs + tibial_spurs
+
+
+def leg_soft_tissue(u: FloatArray, v: FloatArray, anatomy: Anatomy) -> FloatArray:
+    """The leg's skin-to-skin soft tissue at (u, v); 0 where ``|u|`` exceeds
+    ``soft_reach_mm(anatomy)``."""
+    return _soft_tissue(u, v, anatomy)
+
+
+def soft_reach_mm(anatomy: Anatomy) -> float:
+    """Half-width (|u|, mm) outside which a leg has no soft tissue (the thigh's width)."""
+    return anatomy.soft_half_width_mm * 1.12
+
+
+def bone_reach_mm(anatomy: Anatomy) -> float:
+    """Half-width (|u|, mm) outside which a leg has no bone, osteophytes included."""
+    return 1.03 * (2 * anatomy.condyle_half_width_mm + anatomy.notch_gap_mm) + 14.0
 
 
 def _resample(image: FloatArray, shape: tuple[int, int]) -> FloatArray:

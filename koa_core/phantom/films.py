@@ -36,13 +36,16 @@ from koa_core.phantom.anatomy import (
     _resample,
     _store,
     _texture,
+    bone_reach_mm,
     kl_features,
     leg_attenuation,
+    leg_soft_tissue,
     reader_label,
     rng_for,
     sample_acquisition,
     sample_anatomy,
     sample_grade,
+    soft_reach_mm,
 )
 from koa_core.phantom.lateral import lateral_attenuation
 
@@ -55,12 +58,14 @@ DETECTOR_SPACINGS_MM = (0.1, 0.125, 0.139, 0.143, 0.148, 0.15, 0.16, 0.175, 0.2)
 """Pixel pitches of common DR detectors."""
 JOINT_SEPARATION_MM = (150.0, 260.0)
 LEG_ROTATION_DEG = 8.0
-JOINT_CLEARANCE_MM = (55.0, 50.0)
-"""Least distance (across, along the leg) from a joint centre to a film or collimator edge."""
+JOINT_CLEARANCE_MM = (65.0, 50.0, 75.0)
+"""Least distance (sideways, above, below) from a joint centre to a film or collimator edge:
+a knee film shows the whole joint and, below it, the fibular head and neck."""
 COLLIMATION_PROBABILITY = 0.6
 """Chance that a given side of the film is collimated inside the detector."""
 METAL_PROBABILITY = 0.15
 _LABEL_STREAM = 1
+_BLOCK_ROWS = 96
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,16 @@ def _check(
         raise PhantomSpecError(f"a {kind} film takes {count} KL grade(s) 0-4, got {grades}")
 
 
+def _check_size(kind: str, size_mm: tuple[float, float] | None) -> None:
+    """A field must hold its knees with ``JOINT_CLEARANCE_MM`` around each joint."""
+    across, above, below = JOINT_CLEARANCE_MM
+    least = 2 * across + (JOINT_SEPARATION_MM[0] if kind == "bilateral" else 0.0)
+    if size_mm is not None and (size_mm[0] < least or size_mm[1] < above + below):
+        raise PhantomSpecError(
+            f"a {kind} film needs at least {least:g} x {above + below:g} mm, got {size_mm}"
+        )
+
+
 def _field_size(kind: str, rng: np.random.Generator) -> tuple[float, float]:
     """A detector field (width, height) in mm: a bilateral cassette or a one-knee field."""
     choice, jitter = int(rng.integers(len(BILATERAL_FIELDS_MM))), rng.uniform(-10.0, 0.0, 2)
@@ -191,14 +206,14 @@ def _place_legs(
     puts one up to 10 mm higher); the pair is not centred on the film.
     """
     width, height = size
-    across, along = JOINT_CLEARANCE_MM
+    across, above, below = JOINT_CLEARANCE_MM
     wanted, where = float(rng.uniform(*JOINT_SEPARATION_MM)), rng.random(2)
     rotations = rng.uniform(-LEG_ROTATION_DEG, LEG_ROTATION_DEG, 2)
     sag = float(np.clip(rng.normal(0.0, 4.0), -10.0, 10.0)) if kind == "bilateral" else 0.0
     separation = min(wanted, width - 2 * across) if kind == "bilateral" else 0.0
     left = across + float(where[0]) * max(width - 2 * across - separation, 0.0)
-    margin = along + abs(sag) / 2
-    y = margin + float(where[1]) * max(height - 2 * margin, 0.0)
+    top = above + abs(sag) / 2
+    y = top + float(where[1]) * max(height - top - below - abs(sag) / 2, 0.0)
     if kind != "bilateral":
         return (_Leg(side, left, y, float(rotations[0])),)
     return (
@@ -215,12 +230,12 @@ def _collimation(
     A side left open gets an edge past the film: the exposure runs to the detector edge.
     """
     width, height = size
-    across, along = JOINT_CLEARANCE_MM
+    across, above, below = JOINT_CLEARANCE_MM
     room = (
         min(leg.x_mm for leg in legs) - across,
         width - max(leg.x_mm for leg in legs) - across,
-        min(leg.y_mm for leg in legs) - along,
-        height - max(leg.y_mm for leg in legs) - along,
+        min(leg.y_mm for leg in legs) - above,
+        height - max(leg.y_mm for leg in legs) - below,
     )
     closed, depth = rng.random(4) < COLLIMATION_PROBABILITY, rng.random(4)
     inset = [
@@ -237,7 +252,7 @@ def _sample_metal(
     size = rng.uniform(0.0, 1.0, 5)
     length = 40.0 + 70.0 * size[0] if plate else 6.0 + 6.0 * size[0]
     width = 5.0 + 6.0 * size[1] if plate else 4.0 + 3.0 * size[1]
-    along = JOINT_CLEARANCE_MM[1] + 15.0 + length / 2 + 40.0 * size[2]
+    along = JOINT_CLEARANCE_MM[2] + 10.0 + length / 2 + 40.0 * size[2]
     along *= 1.0 if rng.random() < 0.5 else -1.0
     off_axis, spin = 12.0 * size[3] - 6.0, 180.0 * size[4] - 90.0
     attenuation = float(rng.uniform(6.0, 9.0))
@@ -306,14 +321,24 @@ def _grid(layout: _Layout, spacing_mm: float) -> tuple[_Grid, tuple[int, int]]:
     return _Grid(xs, ys, work_mm), (rows, columns)
 
 
-def _leg_band(leg: _Leg, anatomy: Anatomy, magnification: float, grid: _Grid) -> slice:
-    """The work-grid columns one leg can reach: outside them its attenuation is 0."""
+def _columns(leg: _Leg, magnification: float, grid: _Grid, rows: slice, reach_mm: float) -> slice:
+    """The work-grid columns where ``|u| <= reach_mm`` on ``rows``: outside, the term is 0."""
     angle = math.radians(leg.rotation_deg)
-    reach = (anatomy.soft_half_width_mm * 1.12 + 20.0) * magnification / math.cos(angle)
-    height = float(grid.ys[-1] + grid.ys[0])
-    lean = abs(math.tan(angle)) * max(leg.y_mm, height - leg.y_mm)
-    start, stop = np.searchsorted(grid.xs, [leg.x_mm - reach - lean, leg.x_mm + reach + lean])
-    return slice(int(start), max(int(stop), int(start) + 2))
+    half = reach_mm * magnification / math.cos(angle) + 2.0 * grid.work_mm
+    lean = [math.tan(angle) * (float(grid.ys[r]) - leg.y_mm) for r in (rows.start, rows.stop - 1)]
+    low, high = leg.x_mm - half - max(lean), leg.x_mm + half - min(lean)
+    start, stop = (int(i) for i in np.searchsorted(grid.xs, [low, high]))
+    start = min(start, grid.xs.size - 2)
+    return slice(start, max(stop, start + 2))
+
+
+def _row_blocks(count: int) -> list[slice]:
+    """Blocks of work rows: each leg's band follows its axis block by block, so a tilted
+    leg costs no more than an upright one (each block at least 2 rows for ``_window``)."""
+    starts = list(range(0, count, _BLOCK_ROWS))
+    if len(starts) > 1 and count - starts[-1] < 2:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], count], strict=True)]
 
 
 def _leg_frame(
@@ -353,6 +378,32 @@ def _collimator(grid: _Grid, edges: tuple[float, float, float, float]) -> FloatA
     return np.float32(_COLLIMATED_ATTENUATION) * (1.0 - _edge(inside, 0.4))
 
 
+def _leg_on_grid(
+    total: FloatArray,
+    leg: _Leg,
+    features: KLFeatures,
+    layout: _Layout,
+    grid: _Grid,
+    texture: FloatArray,
+) -> None:
+    """Add one leg to ``total`` in place: soft tissue on its wide band, bones on a narrow one."""
+    magnification, anatomy = layout.acquisition.magnification, layout.anatomy
+    lateral = layout.kind == "lateral"
+    for rows in _row_blocks(grid.ys.size):
+        soft = _columns(leg, magnification, grid, rows, soft_reach_mm(anatomy) + 1.0)
+        u, v = _leg_frame(leg, magnification, grid.xs[soft], grid.ys[rows])
+        if lateral:
+            total[rows, soft] += lateral_attenuation(u, v, anatomy, texture[rows, soft])
+            continue
+        total[rows, soft] += leg_soft_tissue(u, v, anatomy)
+        bones = _columns(leg, magnification, grid, rows, bone_reach_mm(anatomy))
+        u, v = _leg_frame(leg, magnification, grid.xs[bones], grid.ys[rows])
+        density, _ = leg_attenuation(
+            u, v, anatomy, features, texture[rows, bones], soft_tissue=False
+        )
+        total[rows, bones] += density
+
+
 def _film_attenuation(
     layout: _Layout, grid: _Grid, features: list[KLFeatures], rng: np.random.Generator
 ) -> FloatArray:
@@ -360,16 +411,8 @@ def _film_attenuation(
     shape = (grid.ys.size, grid.xs.size)
     texture = _texture(shape, grid.work_mm, rng)
     total = np.zeros(shape, dtype=np.float32)
-    magnification = layout.acquisition.magnification
     for leg, leg_features in zip(layout.legs, features, strict=True):
-        band = _leg_band(leg, layout.anatomy, magnification, grid)
-        u, v = _leg_frame(leg, magnification, grid.xs[band], grid.ys)
-        if layout.kind == "lateral":
-            total[:, band] += lateral_attenuation(u, v, layout.anatomy, texture[:, band])
-        else:
-            total[:, band] += leg_attenuation(u, v, layout.anatomy, leg_features, texture[:, band])[
-                0
-            ]
+        _leg_on_grid(total, leg, leg_features, layout, grid, texture)
     total += _collimator(grid, layout.collimation_mm)
     centre = np.float32(0.5 * (grid.ys[0] + grid.ys[-1]))
     total += np.float32(layout.acquisition.heel / 100.0) * (grid.ys - centre)[:, None]
@@ -416,6 +459,23 @@ def _burn_markers(
     return tuple(boxes)
 
 
+def _film_knee(
+    leg: _Leg, features: KLFeatures, layout: _Layout, spacing_mm: float, label: int
+) -> FilmKnee:
+    """A knee's truth: the middle of its joint space, in stored pixels.
+
+    The leg's origin lies on the tibial plateau, under the femoral condyles; the middle of
+    the space between them is half the mean joint-space width above it, along the leg.
+    """
+    above = 0.25 * (features.jsw_medial_mm + features.jsw_lateral_mm)
+    above *= layout.acquisition.magnification
+    angle = math.radians(leg.rotation_deg)
+    x_mm = leg.x_mm + above * math.sin(angle)
+    y_mm = leg.y_mm - above * math.cos(angle)
+    grade = layout.grades[layout.legs.index(leg)]
+    return FilmKnee(leg.side, x_mm / spacing_mm - 0.5, y_mm / spacing_mm - 0.5, grade, label)
+
+
 def render_film(
     kind: str,
     seed: int,
@@ -448,6 +508,7 @@ def render_film(
         PhantomSpecError: an unknown kind, a side on a bilateral film, bad grades.
     """
     _check(kind, grades, side, photometric, bits_stored)
+    _check_size(kind, size_mm)
     rng = rng_for(seed)
     layout = _layout(kind, rng, grades, side, size_mm)
     features = [kl_features(grade, layout.anatomy, rng) for grade in layout.grades]
@@ -461,14 +522,8 @@ def render_film(
     bits, mono = bits_stored or layout.bits_stored, photometric or layout.photometric
     label_rng = rng_for(seed, _LABEL_STREAM)
     knees = tuple(
-        FilmKnee(
-            leg.side,
-            leg.x_mm / spacing - 0.5,
-            leg.y_mm / spacing - 0.5,
-            grade,
-            reader_label(grade, label_noise, label_rng),
-        )
-        for leg, grade in zip(layout.legs, layout.grades, strict=True)
+        _film_knee(leg, leg_features, layout, spacing, reader_label(grade, label_noise, label_rng))
+        for leg, leg_features, grade in zip(layout.legs, features, layout.grades, strict=True)
     )
     return Film(
         pixels=_store(display, bits, mono, layout.acquisition.range_used),

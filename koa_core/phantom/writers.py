@@ -14,7 +14,7 @@ import numpy.typing as npt
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from koa_core.imaging.transforms import FIELD_MM, centre_crop, preprocess
+from koa_core.imaging.transforms import ROI_MM, centre_crop, preprocess
 from koa_core.phantom.anatomy import KneeImage, reader_label, render_knee, rng_for, sample_grade
 from koa_core.phantom.badfiles import write_bad_files
 from koa_core.phantom.dicom import knee_dataset, save_dicom
@@ -30,7 +30,7 @@ SPLITS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
 DICOM_SIZE_PX = (1024, 2500)
 KL_DICOM_SIZE_PX = (1024, 1280)
 TRAINING_SPACING_MM = 0.4
-"""Render spacing for 224 px PNGs: the 150 mm field is 375 px, then downsampled."""
+"""Render spacing for 224 px PNGs: the 140 mm ROI is 350 px, then downsampled."""
 PNG_SIZE = 224
 FILE_FORMATS = ("dicom", "png")
 _LABEL_STREAM = 1
@@ -82,13 +82,14 @@ def sample_geometry(rng: np.random.Generator, size_px: tuple[int, int] = DICOM_S
 
 
 def training_geometry() -> Geometry:
-    """Just the model's field (``FIELD_MM`` square) at ``TRAINING_SPACING_MM``.
+    """Just the grader's ROI (``ROI_MM`` square) at ``TRAINING_SPACING_MM``.
 
-    Preprocessing keeps only the central ``FIELD_MM`` of a radiograph, and the anatomy is
-    laid out in mm from the image centre, so rendering only that field gives the same
-    model input as a whole radiograph would, several times faster.
+    The grader sees ``ROI_MM`` around the localized joint. The anatomy is laid out in mm
+    from the image centre with the joint ``Acquisition.shift_mm`` (a few mm) away from it,
+    which stands for the localizer's error; so rendering only that square gives the
+    grader's input several times faster than a whole radiograph would.
     """
-    side = math.ceil(FIELD_MM / TRAINING_SPACING_MM) + 2
+    side = math.ceil(ROI_MM / TRAINING_SPACING_MM) + 2
     return Geometry(side, side, TRAINING_SPACING_MM)
 
 
@@ -100,13 +101,15 @@ def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str:
 
 
 def model_input_png(image: KneeImage) -> npt.NDArray[np.uint8]:
-    """The 224 px, 8-bit, joint-centred crop of ``image``, in its own orientation.
+    """The 224 px, 8-bit crop of ``ROI_MM`` around the joint of ``image``, not mirrored.
 
-    Like the public KL datasets, left knees are not mirrored here: the file name and the
-    ``laterality`` text chunk say which side it is, and koa's preprocessing mirrors it when
-    the image is read, exactly as for a full radiograph.
+    The joint lies ``shift_mm`` (a few mm, like a localizer's error) from the image centre,
+    so the centre's ``ROI_MM`` square is the ROI a localizer would cut. Like the public KL
+    datasets, left knees are not mirrored here: the file name and the ``laterality`` text
+    chunk say which side it is, and koa's preprocessing mirrors it when the image is read.
     """
-    model_input = preprocess(image.bone_bright(), None, PNG_SIZE, image.spacing_mm)
+    roi = centre_crop(image.bone_bright(), image.spacing_mm, ROI_MM)
+    model_input = preprocess(roi, None, PNG_SIZE)
     return np.asarray(np.rint(model_input.pixels * 255.0), dtype=np.uint8)
 
 

@@ -12,12 +12,15 @@ import pytest
 from PIL import Image
 from pydicom.uid import DigitalXRayImageStorageForPresentation
 
+from koa_core.imaging.transforms import FIELD_MM, ROI_MM, centre_crop
 from koa_core.phantom.anatomy import render_knee, rng_for
 from koa_core.phantom.dicom import TRANSFER_SYNTAXES, knee_dataset, save_dicom
 from koa_core.phantom.writers import (
     PhantomRecord,
+    model_input_png,
     nightly_image,
     sample_geometry,
+    training_geometry,
     write_kl_folders,
     write_nightly_batch,
 )
@@ -169,3 +172,25 @@ def test_a_night_written_in_parts_keeps_every_part_in_its_labels(tmp_path: Path)
     expected = {r.path.relative_to(tmp_path).as_posix(): r.grade for r in [*dicoms, *pngs]}
     assert again == pngs and len(rows) == len(expected) == 4
     assert {row["file"]: int(row["kl_grade"]) for row in rows} == expected
+
+
+def test_kl_folder_pngs_show_the_roi_around_the_joint() -> None:
+    """The grader's PNGs are ``ROI_MM`` (140 mm) around the joint, not the 150 mm field:
+    a larger render cut to the ROI gives the same picture as the ROI-only render."""
+    geometry = training_geometry()
+    assert ROI_MM <= geometry.rows * geometry.spacing_mm < ROI_MM + 3 * geometry.spacing_mm
+    small = render_knee(
+        2,
+        "R",
+        9,
+        rows=geometry.rows,
+        columns=geometry.columns,
+        spacing_mm=geometry.spacing_mm,
+        marker=False,
+    )
+    large = render_knee(2, "R", 9, rows=500, columns=500, spacing_mm=0.4, marker=False)
+    a, b = (model_input_png(image).astype(np.float64) for image in (small, large))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.985
+    wider = centre_crop(large.bone_bright(), 0.4, FIELD_MM)
+    c = np.asarray(Image.fromarray(wider).resize((224, 224)), dtype=np.float64)
+    assert np.corrcoef(a.ravel(), c.ravel())[0, 1] < np.corrcoef(a.ravel(), b.ravel())[0, 1]
