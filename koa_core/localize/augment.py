@@ -35,6 +35,7 @@ DROP_MARGIN_MM = 45.0
 """Least distance a cut-away joint centre lies beyond the collimation edge: past its
 condyles, so no half joint is left for the network to call a knee or not."""
 LETTERS = "LRAPST0123456789"
+INVERT_PROBABILITY = 0.4
 BLUR_MM = 3.0
 """Largest Gaussian blur sigma: a soft detector, or a film scanned out of focus."""
 
@@ -211,13 +212,14 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 def _intensity(image: torch.Tensor, mm_per_px: float, rng: np.random.Generator) -> torch.Tensor:
     """Contrast, brightness, gamma, inversion, a heel-effect ramp, blur and noise."""
     image = image.clamp(0.0, 1.5) / 1.5
-    image = image ** float(math.exp(rng.uniform(-0.6, 0.6)))
+    image = image ** float(math.exp(rng.uniform(-0.8, 0.8)))
     image = (image - 0.5) * float(rng.uniform(0.7, 1.4)) + 0.5 + float(rng.uniform(-0.2, 0.2))
     size = image.shape[-1]
     ramp = torch.linspace(-0.5, 0.5, size)
     slope = rng.uniform(-0.25, 0.25, 2)
     image = image + float(slope[0]) * ramp[None, :] + float(slope[1]) * ramp[:, None]
-    if rng.random() < 0.2:
+    # A reader that missed MONOCHROME1, or a site that inverts: a whole class of films.
+    if rng.random() < INVERT_PROBABILITY:
         image = 1.0 - image
     image = _blur(image, float(rng.uniform(0.0, BLUR_MM)) / mm_per_px)
     noise = float(rng.uniform(0.0, 0.04))

@@ -49,7 +49,7 @@ class LocalizerTrainConfig:
     handed_weight: float = 2.0
     val_share: float = 0.15
     augment: bool = True
-    hard_share: float = 0.3
+    hard_share: float = 0.5
     amp: bool | None = None
     threads: int | None = None
 
