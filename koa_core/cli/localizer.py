@@ -49,7 +49,7 @@ def train_localizer_command(
     force: Annotated[
         bool, typer.Option(help="With --promote: make it champion without the rule (logged).")
     ] = False,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 24).", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 20).", min=1)] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed of initialisation and augmentation.")
     ] = None,

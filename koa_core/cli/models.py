@@ -265,8 +265,8 @@ def localizers_table() -> Table:
 
     registry = LocalizerRegistry()
     champion = registry.champion()
-    table = Table("", title="localizer versions (* champion); on their validation films")
-    for name in ("version", "created (UTC)", "median", "p99", "handedness", "missed/invented"):
+    table = Table("", title="localizers (* champion), on their validation films")
+    for name in ("version", "median", "p99", "hand.", "miss/inv"):
         table.add_column(name, no_wrap=True)
     for version in registry.list_versions():
         figures = version.metrics.get("validation", {})
@@ -274,7 +274,6 @@ def localizers_table() -> Table:
         table.add_row(
             "*" if champion is not None and champion.version == version.version else "",
             version.version,
-            version.created_at[:16].replace("T", " "),
             mm(figures.get("median_error_mm")),
             mm(figures.get("p99_error_mm")),
             "n/a" if accuracy is None else f"{accuracy:.3f}",

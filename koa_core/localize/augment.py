@@ -27,12 +27,17 @@ from koa_core.localize.heatmap import KneeTarget
 FloatImage = npt.NDArray[np.float32]
 SCALE_RANGE = (0.7, 1.4)
 MAX_ROTATION_DEG = 15.0
-KEEP_MARGIN_MM = 30.0
-"""Least distance from a kept joint centre to the canvas or collimation edge."""
+KEEP_MARGIN_MM = 50.0
+"""Least distance from a kept joint centre to the canvas or collimation edge: enough to
+keep the fibular head, which tells a right knee from a left one (and about what a
+radiographer leaves around a joint)."""
 DROP_MARGIN_MM = 45.0
 """Least distance a cut-away joint centre lies beyond the collimation edge: past its
 condyles, so no half joint is left for the network to call a knee or not."""
 LETTERS = "LRAPST0123456789"
+INVERT_PROBABILITY = 0.4
+BLUR_MM = 3.0
+"""Largest Gaussian blur sigma: a soft detector, or a film scanned out of focus."""
 
 
 @dataclass(frozen=True)
@@ -204,25 +209,26 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(blurred, taps.view(1, 1, -1, 1))
 
 
-def _intensity(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def _intensity(image: torch.Tensor, mm_per_px: float, rng: np.random.Generator) -> torch.Tensor:
     """Contrast, brightness, gamma, inversion, a heel-effect ramp, blur and noise."""
     image = image.clamp(0.0, 1.5) / 1.5
-    image = image ** float(math.exp(rng.uniform(-0.6, 0.6)))
-    image = (image - 0.5) * float(rng.uniform(0.5, 1.5)) + 0.5 + float(rng.uniform(-0.2, 0.2))
+    image = image ** float(math.exp(rng.uniform(-0.8, 0.8)))
+    image = (image - 0.5) * float(rng.uniform(0.7, 1.4)) + 0.5 + float(rng.uniform(-0.2, 0.2))
     size = image.shape[-1]
     ramp = torch.linspace(-0.5, 0.5, size)
     slope = rng.uniform(-0.25, 0.25, 2)
     image = image + float(slope[0]) * ramp[None, :] + float(slope[1]) * ramp[:, None]
-    if rng.random() < 0.2:
+    # A reader that missed MONOCHROME1, or a site that inverts: a whole class of films.
+    if rng.random() < INVERT_PROBABILITY:
         image = 1.0 - image
-    image = _blur(image, float(rng.uniform(0.0, 1.5)))
-    noise = float(rng.uniform(0.0, 0.08))
+    image = _blur(image, float(rng.uniform(0.0, BLUR_MM)) / mm_per_px)
+    noise = float(rng.uniform(0.0, 0.04))
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     return image + noise * torch.randn(image.shape, generator=generator)
 
 
 def _choose_kept(count: int, rng: np.random.Generator) -> list[int]:
-    if count == 2 and rng.random() < 0.3:
+    if count == 2 and rng.random() < 0.4:
         return [int(rng.integers(2))]
     if rng.random() < 0.05:
         return []
@@ -252,7 +258,7 @@ def augment_sample(
         kept = inside
     if hard:
         _burn_in(image, [placed[i] for i in kept], mm_per_px, rng)
-        image = _intensity(image, rng)
+        image = _intensity(image, mm_per_px, rng)
     pixels = clip_to_percentiles(image[0, 0].numpy())
     targets = [
         KneeTarget(placed[i][0], placed[i][1], film.knees[i][2] != warp.flipped) for i in kept

@@ -17,15 +17,17 @@ LOCALIZER_KIND = "localizer"
 class LocalizerArchitecture:
     """Which network to build: ``widths`` are the channels of the five stride-2 stages.
 
-    The encoder halves the resolution five times (stride 32, for context: which side the
-    fibula is on); ``decoder_width`` channels merge strides 32..4 back, and the head
-    predicts at ``output_stride``.
+    The encoder halves the resolution once per stage (stride 32 with five: context to tell
+    a knee from anything else); ``decoder_width`` channels merge the strides back down to
+    ``output_stride``, where heat and offsets are predicted. Handedness comes from stage
+    ``handed_stage`` alone (see ``network``).
     """
 
     name: str = "heatmap-fpn"
     widths: tuple[int, ...] = (16, 24, 32, 48, 64)
     decoder_width: int = 32
     output_stride: int = 4
+    handed_stage: int = 2
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class LocalizerCard:
     """
 
     architecture: LocalizerArchitecture = field(default_factory=LocalizerArchitecture)
-    mm_per_px: float = 2.0
+    mm_per_px: float = 3.0
     normalisation: InputNormalisation = field(default_factory=InputNormalisation)
     candidate_threshold: float = 0.1
     min_separation_mm: float = 60.0

@@ -3,6 +3,12 @@
 Output channels at ``output_stride`` (see ``heatmap``): a joint-centre logit per cell, the
 sub-cell offset (x, y) of the centre in cells, and a handedness logit (the knee looks like
 a right knee as displayed: fibula on the viewer's left).
+
+Handedness is read from an early encoder stage on purpose (``handed_stage``, a receptive
+field of about 40 input pixels, some 120 mm at 3 mm/px): it sees one knee's fibula but not
+the other knee. With a film-wide view a network learns the shortcut that on a bilateral
+film the knee on the viewer's left looks right (true flipped or not), and then guesses on
+a one-knee film, exactly where a wrong-side check needs the anatomy.
 """
 
 from __future__ import annotations
@@ -47,14 +53,19 @@ class LocalizerNet(nn.Module):
             nn.Conv2d(arch.widths[i], arch.decoder_width, 1) for i in self.keep
         )
         self.smooth = _conv(arch.decoder_width, arch.decoder_width)
-        self.head = nn.Conv2d(arch.decoder_width, HEAD_CHANNELS, 1)
-        bias = torch.zeros(HEAD_CHANNELS)
+        # Heat and offsets from the merged pathway; handedness from the local stage only.
+        self.head = nn.Conv2d(arch.decoder_width, HANDED, 1)
+        bias = torch.zeros(HANDED)
         bias[HEAT] = HEAT_PRIOR_LOGIT
         self.head.bias = nn.Parameter(bias)
+        self.handed = nn.Sequential(
+            _conv(arch.widths[arch.handed_stage], arch.decoder_width),
+            nn.Conv2d(arch.decoder_width, 1, 1),
+        )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoder features at ``output_stride`` of a (N, 1, H, W) input, H and W a multiple
-        of ``min_stride``."""
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoder features at ``output_stride``, ``handed_stage`` features) of a (N, 1, H,
+        W) input, H and W a multiple of ``min_stride``."""
         features = []
         for stage in self.stages:
             x = stage(x)
@@ -67,13 +78,14 @@ class LocalizerNet(nn.Module):
                 projected = projected + merged
             merged = projected
         assert merged is not None
-        smoothed: torch.Tensor = self.smooth(merged)
-        return smoothed
+        return self.smooth(merged), features[self.arch.handed_stage]
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """(N, 4, H/stride, W/stride) raw maps: heat logit, offset x, offset y, handedness."""
-        maps: torch.Tensor = self.head(features)
-        return maps
+        merged, local = features
+        maps = self.head(merged)
+        handed = F.interpolate(self.handed(local), size=maps.shape[-2:], mode="nearest")
+        return torch.cat((maps, handed), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -90,4 +102,6 @@ def build_localizer(arch: LocalizerArchitecture) -> LocalizerNet:
     strides = {2 ** (i + 1) for i in range(len(arch.widths))}
     if arch.output_stride not in strides:
         raise ValueError(f"output_stride {arch.output_stride} is not one of {sorted(strides)}")
+    if not 0 <= arch.handed_stage < len(arch.widths):
+        raise ValueError(f"handed_stage {arch.handed_stage} is not a stage of {arch.widths}")
     return LocalizerNet(arch)

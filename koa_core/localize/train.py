@@ -161,9 +161,8 @@ def _batch(
         seed_seq = np.random.SeedSequence(config.seed, spawn_key=(epoch, sample))
         rng = np.random.Generator(np.random.PCG64(seed_seq))
         film = films[sample % len(films)]
-        pixels, targets = augment_sample(
-            film, config.canvas_px, config.mm_per_px, rng, hard=config.augment
-        )
+        hard = config.augment and rng.random() < config.hard_share
+        pixels, targets = augment_sample(film, config.canvas_px, config.mm_per_px, rng, hard=hard)
         images.append(torch.from_numpy(pixels))
         knees.append(targets)
     tensor = (torch.stack(images)[:, None] - norm.mean) / norm.std
@@ -201,27 +200,23 @@ def _step(run: _Run, inputs: torch.Tensor, knees: list[list[KneeTarget]]) -> flo
     return loss.item()
 
 
+def samples_per_epoch(n_films: int, config: LocalizerTrainConfig) -> int:
+    """``repeats`` samples per film, and at least one batch (a handful of films still trains)."""
+    return max(n_films * config.repeats, config.batch_size)
+
+
 def _epoch(run: _Run, films: Sequence[WorkFilm], epoch: int) -> float:
-    """One pass of ``repeats`` augmented samples per film; the mean loss."""
+    """One pass of ``samples_per_epoch`` augmented samples; the mean loss."""
     config = run.config
     run.model.train()
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(films) * config.repeats)
+    samples = samples_per_epoch(len(films), config)
+    order = np.random.default_rng([config.seed, epoch]).permutation(samples)
     losses = []
-    for step in range(len(order) // config.batch_size):
+    for step in range(samples // config.batch_size):
         indices = order[step * config.batch_size : (step + 1) * config.batch_size].tolist()
         inputs, knees = _batch(films, indices, config, epoch, run.norm)
         losses.append(_step(run, inputs, knees))
     return float(np.mean(losses))
-
-
-def _steps_per_epoch(n_films: int, config: LocalizerTrainConfig) -> int:
-    steps = n_films * config.repeats // config.batch_size
-    if steps < 1:
-        raise DatasetError(
-            f"{n_films} training films x {config.repeats} repeats fill no batch of"
-            f" {config.batch_size}: lower batch_size or raise repeats"
-        )
-    return steps
 
 
 def _start(card: LocalizerCard, config: LocalizerTrainConfig, n_films: int) -> _Run:
@@ -231,7 +226,7 @@ def _start(card: LocalizerCard, config: LocalizerTrainConfig, n_films: int) -> _
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    total = config.epochs * _steps_per_epoch(n_films, config)
+    total = config.epochs * (samples_per_epoch(n_films, config) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=total)
     amp = native_bf16() if config.amp is None else config.amp
     return _Run(model, optimiser, schedule, config, card.normalisation, amp)

@@ -25,27 +25,31 @@ class LocalizerTrainConfig:
         sigma_mm: spread of the heatmap target's Gaussian.
         handed_weight: weight of the handedness loss beside the heatmap's.
         val_share: share of films held out for validation (at least one).
-        augment: hard augmentation (off only to debug).
+        augment: photometric and occlusion augmentation (see ``augment``) on a share
+            ``hard_share`` of the samples; the rest, and every sample when off, get the
+            geometric warp, flip and crop only. Mixing in easy samples trains several
+            times faster than all hard, at the same robustness (measured).
         amp: bf16 autocast; None: only where the CPU runs bf16 natively (AMX or
             AVX-512-bf16), where it halves a step; elsewhere it is emulated and slower.
         threads: torch CPU threads while training (None: as set); restored afterwards.
     """
 
-    epochs: int = 24
+    epochs: int = 20
     repeats: int = 1
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    mm_per_px: float = 2.0
-    canvas_px: int = 192
+    mm_per_px: float = 3.0
+    canvas_px: int = 128
     widths: tuple[int, ...] = (16, 24, 32, 48, 64)
     decoder_width: int = 32
     output_stride: int = 4
-    sigma_mm: float = 8.0
+    sigma_mm: float = 10.0
     handed_weight: float = 2.0
     val_share: float = 0.15
     augment: bool = True
+    hard_share: float = 0.5
     amp: bool | None = None
     threads: int | None = None
 
@@ -58,6 +62,8 @@ class LocalizerTrainConfig:
             raise ValueError(f"canvas_px must be a multiple of {2 ** len(self.widths)}")
         if not 0 < self.val_share < 1:
             raise ValueError("val_share must lie strictly between 0 and 1")
+        if not 0 <= self.hard_share <= 1:
+            raise ValueError("hard_share must lie between 0 and 1")
 
     def architecture(self) -> LocalizerArchitecture:
         """The network this configuration trains."""

@@ -11,8 +11,8 @@ import pytest
 from koa_core.errors import DatasetError
 from koa_core.localize.labels import (
     KneeLabel,
-    find_labels_table,
     films_fingerprint,
+    find_labels_table,
     read_film_labels,
 )
 from tests.core.localize.handmade import write_dicom_film
@@ -172,5 +172,5 @@ def test_an_unknown_sop_instance_uid_names_its_row(films: tuple[Path, list[str]]
 
 
 def test_no_table_in_the_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="no labels.csv or labels.parquet"):
+    with pytest.raises(DatasetError, match=r"no labels\.csv or labels\.parquet"):
         find_labels_table(tmp_path)

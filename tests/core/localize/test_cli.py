@@ -1,0 +1,127 @@
+"""``koa train-localizer`` and ``koa promote-localizer`` on phantom films and hand-made ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from koa_core.cli.app import app
+from koa_core.phantom import render_knee
+from koa_core.phantom.film_writers import write_films
+from koa_core.registry import ModelRegistry
+from koa_core.registry.localizers import LocalizerRegistry
+from tests.core.localize.handmade import write_dicom_film
+
+runner = CliRunner()
+QUICK = ["--epochs", "2", "--threads", "1", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def phantom_films(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten ``write_films`` films with their labels.csv."""
+    root = tmp_path_factory.mktemp("films")
+    write_films(root, 10, "mixed", 5, spacing_mm=0.6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def handmade_films(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Films koa's film writer never made: single knees pasted at random places on a
+    larger detector, 16-bit, half of them MONOCHROME1, written with pydicom, and a
+    hand-written table naming them by SOPInstanceUID (plus columns the reader ignores)."""
+    root = tmp_path_factory.mktemp("handmade")
+    rng = np.random.default_rng(7)
+    rows = []
+    for index in range(8):
+        side = "RL"[index % 2]
+        knee = render_knee(index % 5, side, seed=index, rows=400, columns=400, spacing_mm=0.5)
+        film = np.full((700, 560), 200.0)
+        top, left = int(rng.integers(0, 300)), int(rng.integers(0, 160))
+        film[top : top + 400, left : left + 400] = knee.bone_bright() * 16.0
+        photometric = "MONOCHROME1" if index % 2 else "MONOCHROME2"
+        stored = 65535.0 - film if photometric == "MONOCHROME1" else film
+        uid = write_dicom_film(
+            root / "scans" / f"scan-{index}.dcm",
+            np.clip(stored, 0, 65535).astype(np.uint16),
+            0.5,
+            photometric=photometric,
+            bits_stored=16,
+        )
+        rows.append([uid, side, left + 200.0, top + 200.0, index % 5, "hand-made"])
+    table = root / "joints.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sop_instance_uid", "side", "joint_x", "joint_y", "kl_grade", "note"])
+        writer.writerows(rows)
+    return root / "scans", table
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_train_localizer_on_phantom_films_registers_and_applies_the_rule(
+    phantom_films: Path,
+) -> None:
+    output = _invoke("train-localizer", "--data", str(phantom_films), "--promote", *QUICK)
+    registry = LocalizerRegistry()
+    (version,) = registry.list_versions()
+    assert f"registered localizer version {version.version}" in output
+    assert "median joint-centre error" in output and "missed / invented knees" in output
+    (decision,) = registry.promotions()
+    assert decision["challenger"] == version.version
+    # Two optimiser steps cannot meet the rule: the refusal is printed and logged.
+    assert "not promoted" in output and decision["promoted"] is False
+    assert registry.champion() is None
+    assert version.document["hyperparameters"]["epochs"] == 2
+    assert version.document["hyperparameters"]["seed"] == 3
+
+
+def test_force_promotion_is_logged_and_leaves_the_grader_alone(phantom_films: Path) -> None:
+    _invoke("train-localizer", "--data", str(phantom_films), *QUICK)
+    registry = LocalizerRegistry()
+    (version,) = registry.list_versions()
+    result = runner.invoke(app, ["promote-localizer", version.version, "--force"])
+    assert result.exit_code == 0, result.output
+    assert "made champion by --force" in result.output
+    assert registry.champion() == version
+    (line,) = registry.promotions()
+    assert line["forced"] is True
+    assert ModelRegistry().champion() is None and ModelRegistry().promotions() == []
+    listing = _invoke("models", "list")
+    assert "localizers (* champion)" in listing and version.version in listing
+
+
+def test_train_localizer_on_hand_made_films_and_table(
+    handmade_films: tuple[Path, Path],
+) -> None:
+    scans, table = handmade_films
+    output = _invoke("train-localizer", "--data", str(scans), "--labels", str(table), *QUICK)
+    (version,) = LocalizerRegistry().list_versions()
+    assert version.version in output
+    validation = version.metrics["validation"]
+    assert validation["n_films"] >= 1 and validation["n_knees"] == validation["n_films"]
+    card = json.loads(version.card_path.read_text())
+    assert card["card"]["kind"] == "localizer" and card["data"]["fingerprint"]
+
+
+def test_a_bad_table_is_one_line_naming_row_and_column(
+    handmade_films: tuple[Path, Path], tmp_path: Path
+) -> None:
+    scans, table = handmade_films
+    lines = table.read_text().splitlines()
+    lines[3] = lines[3].replace(",R,", ",X,").replace(",L,", ",X,")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["train-localizer", "--data", str(scans), "--labels", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.csv row 4, column side: 'X' is not R or L" in result.output
+    assert "Traceback" not in result.output
+    assert LocalizerRegistry().list_versions() == []
