@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from koa_core.localize.train import TrainedLocalizer
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -60,11 +64,19 @@ def no_quality_floor(koa_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_localizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The suite's tiny localizer, trained once; tests register it as their champion."""
+def tiny_localizer(tmp_path_factory: pytest.TempPathFactory) -> TrainedLocalizer:
+    """The suite's tiny localizer, trained once for the session."""
     from tests.localizer_fixtures import train_tiny_localizer
 
-    return train_tiny_localizer(tmp_path_factory.mktemp("tiny-localizer"))
+    return train_tiny_localizer(tmp_path_factory.mktemp("loc-train"))
+
+
+@pytest.fixture(scope="session")
+def tiny_localizer_dir(
+    tiny_localizer: TrainedLocalizer, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny localizer saved to disk; tests register it as their champion."""
+    return tiny_localizer.save(tmp_path_factory.mktemp("tiny-localizer"))
 
 
 @pytest.fixture

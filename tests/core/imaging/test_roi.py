@@ -48,4 +48,4 @@ def test_roi_input_mirrors_left_knees(mirror: bool) -> None:
     assert model_input.flipped is mirror
     assert bool(left < right) is mirror
     assert model_input.pixels.shape == (32, 32)
-    assert 0.0 <= model_input.pixels.min() and model_input.pixels.max() <= 1.0
+    assert model_input.pixels.min() >= 0.0 and model_input.pixels.max() <= 1.0

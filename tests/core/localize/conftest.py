@@ -1,61 +1,10 @@
-"""One tiny localizer for the whole session, trained on phantom films written to disk."""
+"""Localizer test fixtures: films held out from the suite's tiny localizer (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 
-from koa_core.localize.labels import LabelledFilm, read_film_labels
-from koa_core.localize.train import TrainedLocalizer, train_localizer
-from koa_core.localize.train_config import LocalizerTrainConfig
-from koa_core.phantom.film_writers import write_films
-
-# Geometric augmentation only (warp, flip, crop): the held-out films are phantoms too.
-# About 11 s of one core: 16 epochs of 4 samples per film (measured).
-TINY = LocalizerTrainConfig(
-    epochs=16,
-    repeats=4,
-    batch_size=8,
-    lr=5e-3,
-    augment=False,
-    threads=1,
-)
-
-
-@dataclass(frozen=True)
-class FilmSet:
-    """Films on disk with their labels table."""
-
-    root: Path
-    table: Path
-    films: list[LabelledFilm]
-
-
-def write_film_set(root: Path, bilateral: int, unilateral: int, seed: int) -> FilmSet:
-    """Bilateral films at 0.8 mm and one-knee films at 0.6 mm (so a narrow one-knee field
-    still has the 256 pixels a side the reader asks for), in one labels table."""
-    write_films(root / "bilateral", bilateral, "bilateral", seed, spacing_mm=0.8)
-    write_films(root / "unilateral", unilateral, "unilateral", seed + 1, spacing_mm=0.6)
-    rows: list[dict[str, str]] = []
-    for part in ("bilateral", "unilateral"):
-        with (root / part / "labels.csv").open(newline="") as handle:
-            rows += [{**row, "file": f"{part}/{row['file']}"} for row in csv.DictReader(handle)]
-    table = root / "labels.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return FilmSet(root, table, read_film_labels(root, table))
-
-
-@pytest.fixture(scope="session")
-def tiny_localizer(tmp_path_factory: pytest.TempPathFactory) -> TrainedLocalizer:
-    """A localizer trained for a few seconds on 36 films (seeds 100/101)."""
-    films = write_film_set(tmp_path_factory.mktemp("loc-train"), 20, 16, seed=100)
-    return train_localizer(films.films, TINY)
+from tests.localizer_fixtures import FilmSet, write_film_set
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from koa_core.localize.evaluate import match
 from koa_core.localize.find import find_knees, load_localizer
 from koa_core.localize.labels import LabelledFilm
 from koa_core.localize.train import TrainedLocalizer
-from tests.core.localize.conftest import FilmSet
+from tests.localizer_fixtures import FilmSet
 
 MAX_ERROR_MM = 8.0
 ACCEPT = 0.5
