@@ -5,7 +5,9 @@ The table (CSV or Parquet) has ``side`` (``R``/``L``, the patient's side), ``joi
 names its film by ``file`` (a path relative to the data folder) or ``sop_instance_uid``
 (matched to (0008,0018) SOPInstanceUID of the DICOM files under the folder). An optional
 ``pixel_spacing_mm`` column supplies the spacing of files that carry none (PNG, JPEG);
-other columns (e.g. ``kl_grade``) are ignored. Every error names the row and the column.
+other columns (e.g. ``kl_grade``) are ignored. A row whose ``side``, ``joint_x`` and
+``joint_y`` are all empty lists a film with no knee on it (a lateral view, a hip): a
+negative for training. Every error names the row and the column.
 """
 
 from __future__ import annotations
@@ -146,19 +148,27 @@ def read_film_labels(root: Path, table: Path) -> list[LabelledFilm]:
 
     Raises:
         DatasetError: a missing column, a side not R/L, a coordinate that is not a number
-            or lies outside its image, an unknown file or SOPInstanceUID, or one side
-            labelled twice on a film.
+            or lies outside its image, an unknown file or SOPInstanceUID, one side
+            labelled twice on a film, or a film listed both with knees and without.
     """
     root, table = root.resolve(), table.resolve()
     frame = _read_table(table)
     by_uid = None if "file" in frame.columns else _headers_by_uid(root, table)
-    films: dict[str, tuple[ImageMetadata, float | None, list[KneeLabel]]] = {}
+    films: dict[str, tuple[ImageMetadata, float | None, list[KneeLabel], bool]] = {}
     # Row numbers as a spreadsheet shows them: the header is row 1.
     for number, (_, row) in enumerate(frame.iterrows(), start=2):
         where = f"{table.name} row {number}"
         meta = _header(root, row, by_uid, where)
+        if not any(_text(row, column) for column in ("side", *COORDINATE_COLUMNS)):
+            if meta.path in films:
+                raise DatasetError(f"{where}: {meta.path} is listed with knees and without")
+            films[meta.path] = (meta, _spacing(row, meta, where), [], True)
+            continue
         knee = _knee(row, meta, where)
-        knees = films.setdefault(meta.path, (meta, _spacing(row, meta, where), []))[2]
+        entry = films.setdefault(meta.path, (meta, _spacing(row, meta, where), [], False))
+        if entry[3]:
+            raise DatasetError(f"{where}: {meta.path} is listed with knees and without")
+        knees = entry[2]
         if any(known.side == knee.side for known in knees):
             raise DatasetError(
                 f"{where}, column side: {knee.side} is labelled twice on {meta.path}"
@@ -173,7 +183,7 @@ def read_film_labels(root: Path, table: Path) -> list[LabelledFilm]:
             meta.columns,
             spacing,
         )
-        for path, (meta, spacing, knees) in films.items()
+        for path, (meta, spacing, knees, _) in films.items()
     ]
 
 

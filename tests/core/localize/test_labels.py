@@ -174,3 +174,14 @@ def test_an_unknown_sop_instance_uid_names_its_row(films: tuple[Path, list[str]]
 def test_no_table_in_the_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"no labels\.csv or labels\.parquet"):
         find_labels_table(tmp_path)
+
+
+def test_a_row_without_side_or_joint_lists_a_film_with_no_knee(
+    films: tuple[Path, list[str]],
+) -> None:
+    root, _ = films
+    rows = [*_rows()[:2], {"file": "b/two.dcm", "side": "", "joint_x": "", "joint_y": ""}]
+    read = read_film_labels(root, _write(pd.DataFrame(rows), root / "labels.csv"))
+    assert [film.knees for film in read][1] == ()
+    rows.append({"file": "b/two.dcm", "side": "L", "joint_x": 1, "joint_y": 1})
+    assert "listed with knees and without" in _error(root, rows)
