@@ -53,7 +53,7 @@ def night(
 
 
 def _write_blank_copy(knee: Path, out: Path) -> None:
-    """A valid knee DICOM whose pixels are all one value: only the input checks can catch it."""
+    """A valid knee DICOM whose pixels are all one value: only its pixels can give it away."""
     ds = pydicom.dcmread(knee)
     flat = np.full_like(ds.pixel_array, 1000)
     ds.set_pixel_data(flat, ds.PhotometricInterpretation, int(ds.BitsStored))
@@ -121,7 +121,7 @@ def test_every_input_is_scored_or_quarantined_exactly_once(
     (total,) = {total for _, total in progress.done_total}
     steps = np.diff([0] + [done for done, _ in progress.done_total]).tolist()
     full, rest = divmod(total, CHUNK_SIZE)
-    assert total > summary["n_scored"] and sum(steps) == total
+    assert total > summary["n_films_scored"] and sum(steps) == total
     assert sorted(steps, reverse=True) == [CHUNK_SIZE] * full + [rest] * (rest > 0)
     real = _real_paths(str(summary["run_id"]))
     scored = Counter(scores["source_path"].to_pylist())
@@ -143,8 +143,9 @@ def test_every_input_is_scored_or_quarantined_exactly_once(
         real_file = Path(real[row["source_path"]])
         assert row["source_sha256"] == file_sha256(real_file), row["source_path"]
     blank = [row for row in quarantine.to_pylist() if row["source_path"].endswith("blank.dcm")]
-    assert [row["stage"] for row in blank] == ["model_input"]
-    assert "blank_image" in blank[0]["reasons"].split(";")
+    # A blank film has no knee on it: the localizer says so before the input checks can.
+    assert [row["stage"] for row in blank] == ["localize"]
+    assert blank[0]["reasons"] == "no_knee_found"
 
 
 def test_rerun_replaces_the_partition_with_identical_rows(
