@@ -229,7 +229,7 @@ def _report(summary: NightSummary, ledger: NightLedger) -> None:
         summary.n_quarantined,
         ", ".join(first) or "none",
     )
-    publish_nightly_artifacts(summary, quarantine, ledger.redactor)
+    publish_nightly_artifacts(summary, quarantine, ledger.redactor, ledger.score_rows())
 
 
 def _process(

@@ -25,25 +25,56 @@ def _histogram(values: Sequence[float]) -> str:
     return "\n".join(["```", *lines, "```"])
 
 
-def nightly_markdown(summary: NightSummary, quarantine: Sequence[Mapping[str, Any]]) -> str:
+def referred_knees(scores: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The knees referred to a reader, by pseudonymised ids only (no path, no patient id)."""
+    return [
+        {
+            "patient_key": row["patient_key"] or "",
+            "sop_instance_uid": row["sop_instance_uid"] or "",
+            "knee_side": row["knee_side"],
+            "kl_grade": row["kl_grade"],
+            "grade_set": " ".join(str(grade) for grade in row["grade_set"]),
+            "p_koa": round(float(row["p_koa"]), 3),
+            "refer_reason": row["refer_reason"],
+        }
+        for row in scores
+        if row["refer"]
+    ]
+
+
+def _referral_lines(referred: Sequence[Mapping[str, Any]]) -> str:
+    reasons = Counter(r for row in referred for r in str(row["refer_reason"]).split(";"))
+    return "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common()) or "| - | 0 |"
+
+
+def nightly_markdown(
+    summary: NightSummary,
+    quarantine: Sequence[Mapping[str, Any]],
+    referred: Sequence[Mapping[str, Any]] = (),
+) -> str:
     """The run summary a person reads in the Prefect UI."""
     reasons = Counter(r for row in quarantine for r in str(row["reasons"]).split(";"))
     grades = "\n".join(f"| KL{g} | {n} |" for g, n in summary.grades.items())
     reason_lines = "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common()) or "| - | 0 |"
     counts = (
-        f"| {summary.n_inputs} | {summary.n_scored} | {summary.n_quarantined} "
-        f"| {summary.model_version} |"
+        f"| {summary.n_inputs} | {summary.n_films_scored} | {summary.n_scored} "
+        f"| {len(referred)} | {summary.n_quarantined} | {summary.model_version} |"
     )
     return f"""# Nightly scoring {summary.batch_date.isoformat()}: {summary.status}
 
-| inputs | scored | quarantined | model |
-|---|---|---|---|
+| inputs | films scored | knees scored | knees referred | quarantined | model |
+|---|---|---|---|---|---|
 {counts}
 
 ## Grade distribution
-| grade | images |
+| grade | knees |
 |---|---|
 {grades}
+
+## Referred to a reader
+| reason | knees |
+|---|---|
+{_referral_lines(referred)}
 
 ## P(KOA) histogram
 {_histogram(summary.p_koa)}
@@ -58,15 +89,19 @@ Results: `{summary.results_dir}` · Data Docs: `{summary.docs_path or "none"}`
 
 
 def publish_nightly_artifacts(
-    summary: NightSummary, quarantine: Sequence[Mapping[str, Any]], redactor: Redactor
+    summary: NightSummary,
+    quarantine: Sequence[Mapping[str, Any]],
+    redactor: Redactor,
+    scores: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Attach the summary and the quarantine table to the current flow run.
+    """Attach the summary, the referred knees and the quarantine table to the flow run.
 
     Every text goes through ``redactor``: source paths may hold patient ids or names.
     """
     key = f"nightly-{summary.batch_date.isoformat()}"
+    referred = referred_knees(scores)
     create_markdown_artifact(
-        redactor(nightly_markdown(summary, quarantine)),
+        redactor(nightly_markdown(summary, quarantine, referred)),
         key=key,
         description="Nightly scoring summary",
     )
@@ -81,4 +116,9 @@ def publish_nightly_artifacts(
     ]
     create_table_artifact(
         table, key=f"{key}-quarantine", description="Files quarantined, with reasons"
+    )
+    create_table_artifact(
+        [{name: redactor(str(value)) for name, value in row.items()} for row in referred],
+        key=f"{key}-referred",
+        description="Knees referred to a reader (pseudonymised ids)",
     )

@@ -190,15 +190,24 @@ def inspect(
 def preview(
     path: Annotated[Path, typer.Argument(help="A DICOM, PNG, JPEG or TIFF file.")],
     out: Annotated[Path, typer.Option(help="PNG to write.")],
+    roi: Annotated[
+        bool, typer.Option("--roi", help="The file is one knee's ROI (a public-dataset crop).")
+    ] = False,
     size: Annotated[
-        int | None, typer.Option(help="Model input size (default: the champion's, else config).")
+        int | None, typer.Option(help="With --roi: input size (default: the champion's).")
     ] = None,
 ) -> None:
-    """Write the model input of one radiograph, as the grader sees it, as a PNG."""
-    from koa_core.io.inspection import write_preview
+    """Draw what koa finds on a film: each joint, its ROI box, side, grade, P(KOA), heatmap
+    and prediction set, with the ROIs as the grader sees them beside it (champion models)."""
+    if roi:
+        from koa_core.io.inspection import write_preview
 
-    result = write_preview(path, out, size or _champion_input_size())
-    console.print(f"wrote {out} ({result})")
+        console.print(f"wrote {out} ({write_preview(path, out, size or _champion_input_size())})")
+        return
+    from koa_core.workflows.preview import preview_film
+
+    shown = preview_film(path, out)
+    console.print(f"wrote {out}: {shown.summary()}")
 
 
 def _champion_input_size() -> int | None:

@@ -29,9 +29,9 @@ DEMO_FILMS = 40
 DEMO_LATERAL_FILMS = 2
 DEMO_BAD_FILES = 6
 DEMO_TRAINING_IMAGES = 600
-DEMO_LOCALIZER_FILMS = 160
-# Films for the localizer at 0.5 mm: it works at 2 mm/px, so finer pixels add decode time only.
-DEMO_FILM_SPACING_MM = 0.5
+DEMO_LOCALIZER_FILMS = 200
+# Films for the localizer at 0.6 mm: it works at 3 mm/px, so finer pixels add decode time only.
+DEMO_FILM_SPACING_MM = 0.6
 # Measured on the demo's 420 training images (Xeon with AMX, 2 cores): the default
 # ResNet recipe at 224 px is at chance after 8 epochs (validation QWK 0.08) and reaches 0.60
 # after 15; the same network at 128 px with cross-entropy 0.86; this plain network at
