@@ -14,6 +14,14 @@ from koa_core.phantom.anatomy import (
 )
 from koa_core.phantom.badfiles import BAD_KINDS, EXPECTED_REASONS, BadFileRecord, write_bad_files
 from koa_core.phantom.dicom import TRANSFER_SYNTAXES, film_dataset, knee_dataset, save_dicom
+from koa_core.phantom.film_rois import (
+    JITTER_CLIP,
+    film_roi_files,
+    film_roi_pixels,
+    roi_offsets_mm,
+    training_film,
+    write_film_kl_folders,
+)
 from koa_core.phantom.film_writers import (
     FILM_LABEL_COLUMNS,
     FILM_MIX,
@@ -44,6 +52,7 @@ __all__ = [
     "FILM_LABEL_COLUMNS",
     "FILM_MIX",
     "GRADE_PROBABILITIES",
+    "JITTER_CLIP",
     "TRANSFER_SYNTAXES",
     "Acquisition",
     "Anatomy",
@@ -58,6 +67,8 @@ __all__ = [
     "assign_splits",
     "film_dataset",
     "film_file",
+    "film_roi_files",
+    "film_roi_pixels",
     "kl_features",
     "kl_folder_image",
     "knee_dataset",
@@ -67,10 +78,13 @@ __all__ = [
     "render_film",
     "render_knee",
     "rng_for",
+    "roi_offsets_mm",
     "sample_geometry",
     "sample_grade",
     "save_dicom",
+    "training_film",
     "write_bad_files",
+    "write_film_kl_folders",
     "write_film_labels",
     "write_films",
     "write_kl_folders",
