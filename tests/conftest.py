@@ -11,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from koa_core.localize.train import TrainedLocalizer
+    from koa_core.registry import ModelVersion
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -85,3 +86,21 @@ def champion_localizer(tiny_localizer_dir: Path, koa_home: Path) -> str:
     from tests.localizer_fixtures import register_champion_localizer
 
     return register_champion_localizer(tiny_localizer_dir).version
+
+
+@pytest.fixture(scope="session")
+def demo_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelVersion, list[str]]:
+    """The demo's real grader, trained once for the session in a data root of its own (about
+    a minute): the demo test checks its quality, the film-night tests grade with it."""
+    from koa_core.config import get_settings
+    from koa_core.workflows import demo
+
+    said: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KOA_HOME", str(tmp_path_factory.mktemp("demo-home")))
+        get_settings.cache_clear()
+        try:
+            champion = demo.ensure_champion(get_settings(), said.append)
+        finally:
+            get_settings.cache_clear()
+    return champion, said

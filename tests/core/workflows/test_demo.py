@@ -8,7 +8,7 @@ import pytest
 
 from koa_core.config import get_settings
 from koa_core.errors import BelowQualityFloorError
-from koa_core.registry import ModelRegistry
+from koa_core.registry import ModelRegistry, ModelVersion
 from koa_core.workflows import demo
 from tests.core.kl_fixtures import TINY_CONFIG, write_image_folder
 
@@ -50,10 +50,11 @@ def test_a_demo_model_under_the_floor_is_not_champion(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.slow
-def test_the_demo_recipe_trains_a_champion_above_the_floor() -> None:
+def test_the_demo_recipe_trains_a_champion_above_the_floor(
+    demo_champion: tuple[ModelVersion, list[str]],
+) -> None:
     """The real demo recipe on the real demo data: validation QWK >= 0.85 (issue 16)."""
-    said: list[str] = []
-    champion = demo.ensure_champion(get_settings(), said.append)
+    champion, said = demo_champion
     validation = champion.metrics["validation"]
     assert validation["qwk"] >= 0.85, said
     assert champion.metrics["test"]["qwk"] >= get_settings().promotion_min_qwk
