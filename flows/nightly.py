@@ -99,7 +99,8 @@ def score(
     torch.set_num_threads(threads)
     chunk = prepared.value
     with redacted_logs(redactor):
-        return Sealed(score_chunk(chunk.array_path, chunk.rows, model_dir))
+        tta = get_settings().scoring_tta
+        return Sealed(score_chunk(chunk.array_path, chunk.rows, model_dir, tta=tta))
 
 
 def _run_id() -> str:

@@ -110,3 +110,7 @@ class OutputWriteError(KoaError):
     def __init__(self, path: str | Path, detail: str) -> None:
         self.path = str(path)
         super().__init__(f"cannot write {self.path}: {detail}")
+
+
+class TrainingBudgetError(KoaError):
+    """A time budget too small for even one epoch of the fixed schedule."""

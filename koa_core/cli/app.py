@@ -46,6 +46,9 @@ def phantoms(
     size_px: Annotated[
         str | None, typer.Option(help="Image side range MIN,MAX in pixels (default: realistic).")
     ] = None,
+    difficulty: Annotated[
+        str | None, typer.Option(help="normal, hard or harder (kl-folders layout).")
+    ] = None,
 ) -> None:
     """Write synthetic knee radiographs with known KL grades."""
     from koa_core import phantom
@@ -54,6 +57,9 @@ def phantoms(
         raise typer.BadParameter("layout must be 'nightly' or 'kl-folders'", param_hint="--layout")
     if file_format not in ("dicom", "png"):
         raise typer.BadParameter("format must be 'dicom' or 'png'", param_hint="--format")
+    if difficulty is not None and difficulty not in phantom.DIFFICULTIES:
+        names = ", ".join(phantom.DIFFICULTIES)
+        raise typer.BadParameter(f"difficulty must be one of {names}", param_hint="--difficulty")
     sizes = {"size_px": _size_range(size_px)} if size_px else {}
     with progress_bar(console) as progress:
         task = progress.add_task("phantoms", total=n + (bad if layout == "nightly" else 0))
@@ -74,6 +80,7 @@ def phantoms(
                 file_format=file_format,
                 label_noise=label_noise,
                 progress=advance,
+                difficulty=difficulty,
                 **sizes,
             )
     console.print(f"wrote {len(records)} files under {out}")

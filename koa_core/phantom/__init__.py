@@ -1,11 +1,14 @@
 """Synthetic knee radiographs with known Kellgren-Lawrence grades, and files to test on."""
 
 from koa_core.phantom.anatomy import (
+    DIFFICULTIES,
     GRADE_PROBABILITIES,
     Acquisition,
     Anatomy,
+    Difficulty,
     KLFeatures,
     KneeImage,
+    difficulty_named,
     kl_features,
     reader_label,
     render_knee,
@@ -29,17 +32,20 @@ from koa_core.phantom.writers import (
 
 __all__ = [
     "BAD_KINDS",
+    "DIFFICULTIES",
     "EXPECTED_REASONS",
     "GRADE_PROBABILITIES",
     "TRANSFER_SYNTAXES",
     "Acquisition",
     "Anatomy",
     "BadFileRecord",
+    "Difficulty",
     "Geometry",
     "KLFeatures",
     "KneeImage",
     "PhantomRecord",
     "assign_splits",
+    "difficulty_named",
     "kl_features",
     "kl_folder_image",
     "knee_dataset",

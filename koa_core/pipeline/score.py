@@ -43,6 +43,7 @@ def score_chunk(
     model_dir: str,
     device: str = "auto",
     batch_size: int = 64,
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Probabilities of KL 0-4, the grade and P(KOA) for the images of one chunk.
 
@@ -54,6 +55,7 @@ def score_chunk(
         model_dir: folder with ``weights.pt`` and ``card.json``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         batch_size: images per forward pass.
+        tta: test-time augmentation (``KOA_SCORING_TTA``): shifts and zooms, never a flip.
 
     Returns:
         ``rows`` extended with ``p_kl0``..``p_kl4``, ``kl_grade`` and ``p_koa``.
@@ -65,7 +67,7 @@ def score_chunk(
     indices = [int(row["array_index"]) for row in rows]
     images = torch.from_numpy(np.ascontiguousarray(stack[indices]))
     probabilities = predict_dataset(
-        model, card, images, batch_size, device, forward=fast_forward(model_dir, device)
+        model, card, images, batch_size, device, forward=fast_forward(model_dir, device), tta=tta
     )
     scored = []
     for row, probs, koa in zip(rows, probabilities, p_koa(probabilities), strict=True):
