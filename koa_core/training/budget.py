@@ -22,6 +22,9 @@ from koa_core.training.config import TrainConfig
 # Plan for this share of the budget: a shared machine's speed drifts between the probe
 # and the run, and the evaluations after training need their share too.
 BUDGET_SAFETY = 0.85
+# A big budget on a small dataset buys no more than this: past a few times the default
+# schedule, more epochs of a fixed schedule only overfit the same images.
+MAX_BUDGET_EPOCHS = 50
 
 
 @dataclass(frozen=True)
@@ -118,4 +121,4 @@ def plan_epochs(config: TrainConfig, n_train: int, n_eval: int, budget_s: float)
     times = measure_seconds(config)
     epoch_s = epoch_seconds(times, n_train, n_eval, config.batch_size)
     fixed_s = 2 * math.ceil(n_eval / config.batch_size) * times.eval_batch_s
-    return epochs_for_budget(budget_s, epoch_s, fixed_s)
+    return epochs_for_budget(budget_s, epoch_s, fixed_s, max_epochs=MAX_BUDGET_EPOCHS)
