@@ -151,5 +151,6 @@ def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> 
         "auc_koa": metrics.auc_koa,
         "ece": metrics.ece,
         "ece_calibrated": metrics.ece_calibrated,
+        "ece_calibrated_ci": metrics.ece_calibrated_ci,
         "temperature": evaluation.temperature,
     }

@@ -18,7 +18,10 @@ class TrainConfig:
     The defaults are the recipe chosen by the ablations in ``benchmarks/RESULTS.md``: a
     plain VGG-style network (four stages of two 3x3 convolutions, 16-128 channels) at
     128 px, a fixed 12-epoch OneCycle schedule to 3e-3 with no early stopping
-    (``patience=None``), cross-entropy, and the weights ``keep`` names.
+    (``patience=None``), plain (unweighted) cross-entropy, fp32, and the last weights.
+    ``class_weighted`` weights the cross-entropy by inverse class frequency instead; it
+    shifts the predicted grade shares towards rare grades, which one temperature cannot
+    undo, so calibration suffers.
 
     ``loss="ordinal"`` adds ``ordinal_weight`` x |expected grade - true grade| to the
     cross-entropy, so confusing KL1 with KL4 costs more than with KL2, while the five
@@ -53,7 +56,7 @@ class TrainConfig:
     keep: Literal["last", "best", "ema"] = "last"
     ema_decay: float = 0.95
     label_smoothing: float = 0.0
-    class_weighted: bool = True
+    class_weighted: bool = False
     augment_strength: float = 1.0
 
     def __post_init__(self) -> None:
