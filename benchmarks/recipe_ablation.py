@@ -81,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["demo", "hard"])
     parser.add_argument("--reference-amp", action="store_true", help="bf16 for the reference.")
+    parser.add_argument("--no-reference", action="store_true", help="Skip the reference.")
     parser.add_argument("--only", nargs="*", default=None, help="Ablation names to run.")
     parser.add_argument("--train", type=int, default=420)
     parser.add_argument("--val", type=int, default=150)
@@ -95,7 +96,8 @@ def main() -> None:
     for number, name in enumerate(args.sets):
         seconds = write_set(args.work_dir / name, name, size, seed=100 + number)
         print(f"set {name}: written in {seconds:.0f} s", flush=True)
-    names = ["reference", *(args.only if args.only is not None else ABLATIONS)]
+    names = [] if args.no_reference else ["reference"]
+    names += args.only if args.only is not None else list(ABLATIONS)
     for ablation in names:
         for name in args.sets:
             data = args.work_dir / name
