@@ -38,6 +38,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "ordinal loss": {"loss": "ordinal"},
     "label smoothing 0.1": {"label_smoothing": 0.1},
     "augmentation x0.5": {"augment_strength": 0.5},
+    "no augmentation, dropout 0": {"augment": False, "drop_rate": 0.0},
+    "no augmentation, weight decay 1e-2": {"augment": False, "weight_decay": 1e-2},
     "input 160 px": {"input_size": 160},
     "width 24": {"width": 24},
     "depth 1,1,1,1": {"depth": (1, 1, 1, 1)},

@@ -43,7 +43,7 @@ def test_the_default_is_the_fixed_schedule_recipe() -> None:
     assert (config.architecture, config.depth, config.width) == ("plain", (2, 2, 2, 2), 16)
     assert (config.input_size, config.epochs, config.lr, config.loss) == (128, 12, 3e-3, "ce")
     assert config.patience is None and config.keep == "last"
-    assert not config.class_weighted and not config.amp
+    assert not config.class_weighted and not config.amp and not config.augment
 
 
 def test_the_same_seed_gives_the_same_weights(data: KLDataset, tmp_path: Path) -> None:
