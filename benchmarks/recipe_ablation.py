@@ -29,26 +29,26 @@ from koa_core.training.loop import train
 
 # The change each row makes to the default recipe, in the order that decides the default.
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "default (last weights, fp32)": {},
-    "no augmentation": {"augment": False},
-    "unweighted CE": {"class_weighted": False},
+    "default (fp32, no augmentation, last weights)": {},
+    "augmentation": {"augment": True},
+    "augmentation x0.5": {"augment": True, "augment_strength": 0.5},
+    "augmentation x1.5": {"augment": True, "augment_strength": 1.5},
+    "dropout 0": {"drop_rate": 0.0},
+    "weight decay 1e-2": {"weight_decay": 1e-2},
+    "class-weighted CE": {"class_weighted": True},
     "keep EMA weights": {"keep": "ema"},
+    "keep best-val weights": {"keep": "best"},
     "early stop (20 ep, patience 4, best)": {"epochs": 20, "patience": 4, "keep": "best"},
     "bf16 autocast": {"amp": True},
     "ordinal loss": {"loss": "ordinal"},
     "label smoothing 0.1": {"label_smoothing": 0.1},
-    "augmentation x0.5": {"augment_strength": 0.5},
-    "no augmentation, dropout 0": {"augment": False, "drop_rate": 0.0},
-    "no augmentation, weight decay 1e-2": {"augment": False, "weight_decay": 1e-2},
     "input 160 px": {"input_size": 160},
+    "input 224 px": {"input_size": 224},
     "width 24": {"width": 24},
     "depth 1,1,1,1": {"depth": (1, 1, 1, 1)},
     "batch 64": {"batch_size": 64},
     "lr 5e-3": {"lr": 5e-3},
-    "keep best-val weights": {"keep": "best"},
-    "augmentation x1.5": {"augment_strength": 1.5},
     "16 epochs": {"epochs": 16},
-    "input 224 px": {"input_size": 224},
 }
 
 
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="Ablation names to run.")
     parser.add_argument("--train", type=int, default=420)
     parser.add_argument("--val", type=int, default=150)
-    parser.add_argument("--test", type=int, default=300)
+    parser.add_argument("--test", type=int, default=600)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/koa-ablation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation.jsonl"))
     args = parser.parse_args()
