@@ -80,6 +80,7 @@ class ChunkModels:
     threads: int
     refer_below: float
     heatmaps: bool
+    tta: bool
 
 
 class Sealed(Generic[T]):
@@ -125,6 +126,7 @@ def score(prepared: Sealed[PreparedChunk], models: ChunkModels, redactor: Redact
             models.grader_dir,
             refer_below=models.refer_below,
             heatmaps=models.heatmaps,
+            tta=models.tta,
         )
         return Sealed(rows)
 
@@ -189,6 +191,7 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
             settings.dask_threads_per_worker,
             settings.refer_below_localizer_score,
             heatmaps=settings.deliver_to is not None,
+            tta=settings.scoring_tta,
         )
         docs_path = _process(settings, ledger, listing, run_dir, models)
         summary = commit_night(ledger, settings, started, docs_path)

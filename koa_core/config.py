@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Nightly run
     chunk_size: int = Field(default=64, ge=1, description="Images per Dask task.")
     max_quarantine_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Test-time augmentation (5 views: shifts and zooms, never a flip) costs 5x the scoring
+    # time; see benchmarks/RESULTS.md for what it buys on phantoms.
+    scoring_tta: bool = Field(default=False, description="Average 5 shifted/zoomed views.")
     dask_address: str | None = Field(
         default=None, description="Existing scheduler; else LocalCluster."
     )

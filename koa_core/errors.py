@@ -177,3 +177,7 @@ class OverlayError(KoaError, ValueError):
 
 class CamError(KoaError, ValueError):
     """A class-activation map asked of a model or inputs it cannot be computed for."""
+
+
+class TrainingBudgetError(KoaError):
+    """A time budget too small for even one epoch of the fixed schedule."""

@@ -58,6 +58,9 @@ def phantoms(
     spacing_mm: Annotated[
         float | None, typer.Option(help="Detector spacing of films (default: 0.1-0.2 mm).")
     ] = None,
+    difficulty: Annotated[
+        str | None, typer.Option(help="normal, hard or harder (kl-folders layout).")
+    ] = None,
 ) -> None:
     """Write synthetic knee radiographs with known KL grades.
 
@@ -73,6 +76,9 @@ def phantoms(
         raise typer.BadParameter("layout must be 'nightly' or 'kl-folders'", param_hint="--layout")
     if file_format not in ("dicom", "png"):
         raise typer.BadParameter("format must be 'dicom' or 'png'", param_hint="--format")
+    if difficulty is not None and difficulty not in phantom.DIFFICULTIES:
+        names = ", ".join(phantom.DIFFICULTIES)
+        raise typer.BadParameter(f"difficulty must be one of {names}", param_hint="--difficulty")
     sizes = {"size_px": _size_range(size_px)} if size_px else {}
     with progress_bar(console) as progress:
         task = progress.add_task("phantoms", total=n + (bad if layout == "nightly" else 0))
@@ -93,6 +99,7 @@ def phantoms(
                 file_format=file_format,
                 label_noise=label_noise,
                 progress=advance,
+                difficulty=difficulty,
                 **sizes,
             )
     console.print(f"wrote {len(records)} files under {out}")

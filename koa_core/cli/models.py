@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from koa_core.cli.progress import progress_bar
 from koa_core.errors import KoaError
 
 if TYPE_CHECKING:
+    from koa_core.data.datasets import KLDataset
+    from koa_core.training.config import TrainConfig
     from koa_core.training.loop import EpochStats
     from koa_core.workflows.challenger import PromotionOutcome
 
@@ -97,26 +100,50 @@ def _load_progress(progress: Progress) -> Any:
     return update
 
 
+def _fit_budget(config: TrainConfig, dataset: KLDataset, budget_s: float) -> TrainConfig:
+    """``config`` with as many epochs as fit ``budget_s`` on this machine (measured now)."""
+    from dataclasses import replace
+
+    from koa_core.training.budget import plan_epochs
+
+    n_train = len(dataset.splits["train"].labels)
+    n_val = len(dataset.splits["val"].labels) if "val" in dataset.splits else 0
+    epochs = plan_epochs(config, n_train, n_val, budget_s)
+    err.print(f"time budget {budget_s / 60:.1f} min: a fixed schedule of {epochs} epochs")
+    return replace(config, epochs=epochs)
+
+
 def train_command(
     data: Annotated[Path, typer.Option(help="Dataset folder (image folders or labels table).")],
     labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 20).", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).", min=1)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and shuffling.")] = None,
-    loss: Annotated[str | None, typer.Option(help="ce or ordinal (default).")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce (default) or ordinal.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run.")] = False,
     promote: Annotated[bool, typer.Option(help="Promote if it beats the champion.")] = False,
-    input_size: Annotated[int | None, typer.Option(help="Input side in px (default 224).")] = None,
-    width: Annotated[int | None, typer.Option(help="Stem channels (default 32).")] = None,
-    depth: Annotated[str | None, typer.Option(help="Blocks per stage, e.g. 1,1,1,1.")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Input side in px (default 128).")] = None,
+    width: Annotated[int | None, typer.Option(help="First-stage channels (default 16).")] = None,
+    depth: Annotated[str | None, typer.Option(help="Convolutions per stage, e.g. 2,2,2,2.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step (default 32).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Training directory.")] = None,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="Fit the schedule's epochs to this many minutes (not with --epochs).", min=0.1
+        ),
+    ] = None,
 ) -> None:
     """Train a KL-grading model, register it, evaluate it on val and test; optionally promote."""
+    from koa_core.evaluation.evaluate import load_for_card
     from koa_core.training.config import TrainConfig
     from koa_core.workflows.challenger import promote_challenger, train_challenger
+
+    started = time.monotonic()
+    if budget_minutes is not None and epochs is not None:
+        raise typer.BadParameter("give --epochs or --budget-minutes, not both")
 
     given: dict[str, Any] = {
         "epochs": epochs,
@@ -134,15 +161,18 @@ def train_command(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     with clear_errors():
-        with progress_bar(err, status=True, transient=True) as progress:
+        with progress_bar(err, status=True, transient=True, eta=True) as progress:
+            dataset = load_for_card(data, config.card(), labels, _load_progress(progress))
+            if budget_minutes is not None:
+                config = _fit_budget(
+                    config, dataset, budget_minutes * 60 - (time.monotonic() - started)
+                )
             challenger = train_challenger(
                 config,
-                data,
-                labels=labels,
+                dataset,
                 out_dir=out_dir,
                 progress=_epoch_progress(progress, config.epochs),
                 resume=resume,
-                load_progress=_load_progress(progress),
             )
         version = challenger.version
         document = version.document

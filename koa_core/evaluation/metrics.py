@@ -40,6 +40,9 @@ class ClassMetrics:
     auc_roc: float | None
 
 
+CI_KEYS = ("qwk_ci", "auc_koa_ci", "ece_ci", "ece_calibrated_ci")
+
+
 @dataclass(frozen=True)
 class EvaluationMetrics:
     """Every figure koa reports for one model on one labelled split.
@@ -73,13 +76,15 @@ class EvaluationMetrics:
     conformal_level: float | None = None
     conformal_coverage: float | None = None
     conformal_mean_set_size: float | None = None
+    ece_ci: tuple[float, float] | None = None
+    ece_calibrated_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, every number a plain int or float)."""
         data = asdict(self)
         data["per_class"] = [asdict(row) for row in self.per_class]
         data["confusion_matrix"] = [list(row) for row in self.confusion_matrix]
-        for key in ("qwk_ci", "auc_koa_ci"):
+        for key in CI_KEYS:
             data[key] = None if data[key] is None else list(data[key])
         data["notes"] = list(self.notes)
         return data
@@ -90,8 +95,9 @@ class EvaluationMetrics:
         values = dict(data)
         values["per_class"] = tuple(ClassMetrics(**row) for row in data["per_class"])
         values["confusion_matrix"] = tuple(tuple(row) for row in data["confusion_matrix"])
-        for key in ("qwk_ci", "auc_koa_ci"):
-            values[key] = None if data[key] is None else tuple(data[key])
+        for key in CI_KEYS:
+            # Metrics written before ECE had intervals lack the ECE keys.
+            values[key] = None if data.get(key) is None else tuple(data[key])
         values["notes"] = tuple(data.get("notes", ()))
         return cls(**values)
 
@@ -228,6 +234,7 @@ def evaluate_predictions(
     qwk_ci, auc_ci = (
         bootstrap_intervals(labels, p, n_bootstrap, seed) if n_bootstrap else (None, None)
     )
+    calibrated = None if calibrated_probs is None else _validated(labels, calibrated_probs)[1]
     return EvaluationMetrics(
         n_samples=len(labels),
         threshold=float(threshold),
@@ -250,11 +257,15 @@ def evaluate_predictions(
         auc_koa_ci=auc_ci,
         bootstrap_samples=n_bootstrap,
         ece_calibrated=(
-            None
-            if calibrated_probs is None
-            else expected_calibration_error(labels, _validated(labels, calibrated_probs)[1])
+            None if calibrated is None else expected_calibration_error(labels, calibrated)
         ),
         notes=tuple(notes + macro_notes + koa_notes),
+        ece_ci=bootstrap_ece_interval(labels, p, n_bootstrap, seed) if n_bootstrap else None,
+        ece_calibrated_ci=(
+            bootstrap_ece_interval(labels, calibrated, n_bootstrap, seed)
+            if n_bootstrap and calibrated is not None
+            else None
+        ),
     )
 
 
@@ -299,6 +310,34 @@ def bootstrap_intervals(
     qwk = batched_qwk(y_true[index], probs.argmax(axis=1)[index])
     auc = batched_auc(y_true[index] >= KOA_MIN_GRADE, p_koa(probs)[index])
     return _percentile_interval(qwk), _percentile_interval(auc)
+
+
+def bootstrap_ece_interval(
+    y_true: NDArray[np.int64],
+    probs: NDArray[np.float64],
+    n_bootstrap: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+    n_bins: int = ECE_BINS,
+) -> tuple[float, float] | None:
+    """Bootstrap 95 % percentile interval of ``expected_calibration_error``.
+
+    Uses the same resamples as ``bootstrap_intervals`` for the same seed, all at once:
+    a bin's ``count x |accuracy - confidence|`` is ``|sum(correct) - sum(confidence)|``,
+    so one ``bincount`` over (resample, bin) gives every resample's ECE.
+    """
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(y_true), size=(n_bootstrap, len(y_true)))
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.digitize(confidence, edges[1:-1], right=True)
+    flat = (np.arange(n_bootstrap)[:, None] * n_bins + bins[index]).ravel()
+    size = n_bootstrap * n_bins
+    gap = np.bincount(flat, weights=correct[index].ravel(), minlength=size) - np.bincount(
+        flat, weights=confidence[index].ravel(), minlength=size
+    )
+    ece = np.abs(gap.reshape(n_bootstrap, n_bins)).sum(axis=1) / len(y_true)
+    return _percentile_interval(ece)
 
 
 def _percentile_interval(values: NDArray[np.float64]) -> tuple[float, float] | None:

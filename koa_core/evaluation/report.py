@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,13 @@ HEADLINES = (
     Headline("sensitivity_koa", "Sensitivity, KOA"),
     Headline("specificity_koa", "Specificity, KOA"),
     Headline("brier_koa", "Brier score, KOA", higher_is_better=False),
-    Headline("ece", "ECE (15 bins)", higher_is_better=False),
-    Headline("ece_calibrated", "ECE after temperature scaling", higher_is_better=False),
+    Headline("ece", "ECE (15 bins)", "ece_ci", higher_is_better=False),
+    Headline(
+        "ece_calibrated",
+        "ECE after temperature scaling",
+        "ece_calibrated_ci",
+        higher_is_better=False,
+    ),
 )
 
 
@@ -210,7 +215,31 @@ def _prediction_set_lines(data: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _markdown(title: str, data: Mapping[str, Any], paths: ReportPaths) -> str:
+def reliability_lines(
+    y_true: NDArray[np.int64], probs: NDArray[np.float64], name: str
+) -> list[str]:
+    """The reliability diagram as a Markdown table: count, confidence and accuracy per bin."""
+    bins = reliability_bins(y_true, probs)
+    lines = [
+        f"Reliability, {name} (ECE {expected_calibration_error(y_true, probs):.3f}):",
+        "",
+        "| Confidence bin | Images | Mean confidence | Accuracy | Gap |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for low, high, count, confidence, accuracy in zip(
+        bins.edges[:-1], bins.edges[1:], bins.counts, bins.confidence, bins.accuracy, strict=True
+    ):
+        if count:
+            lines.append(
+                f"| ({low:.2f}, {high:.2f}] | {count} | {confidence:.3f} | {accuracy:.3f}"
+                f" | {accuracy - confidence:+.3f} |"
+            )
+    return lines
+
+
+def _markdown(
+    title: str, data: Mapping[str, Any], paths: ReportPaths, reliability: Sequence[str] = ()
+) -> str:
     lines = [
         f"# {title}",
         "",
@@ -244,6 +273,8 @@ def _markdown(title: str, data: Mapping[str, Any], paths: ReportPaths) -> str:
         ("Reliability diagram", paths.reliability_png),
     ):
         lines += ["", f"## {caption}", "", f"![{caption}]({png.name})"]
+    if reliability:
+        lines += ["", *reliability]
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +311,11 @@ def write_evaluation_report(
     plot_roc(labels, p, metrics, paths.roc_png)
     plot_reliability(labels, p, calibrated, paths.reliability_png)
     atomic_write_bytes(paths.metrics_json, json.dumps(data, indent=2).encode())
-    atomic_write_bytes(paths.report_md, _markdown(title, data, paths).encode())
+    name, shown = (
+        ("after temperature scaling", calibrated) if calibrated is not None else ("raw", p)
+    )
+    reliability = reliability_lines(labels, shown, name)
+    atomic_write_bytes(paths.report_md, _markdown(title, data, paths, reliability).encode())
     return paths
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from koa_core.model.card import ModelCard
 from koa_core.model.network import kl_probabilities, place
+from koa_core.model.tta import TTA_VIEWS, tta_view
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -68,6 +69,20 @@ def to_model_input(images: torch.Tensor, card: ModelCard, device: torch.device) 
     return batch.contiguous(memory_format=torch.channels_last)
 
 
+def _logits(
+    model: nn.Module,
+    batch: torch.Tensor,
+    device: torch.device,
+    fast: bool,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> torch.Tensor:
+    if forward is not None:
+        return forward(batch)
+    with autocast(device, enabled=fast):
+        logits: torch.Tensor = model(batch)
+    return logits
+
+
 def predict_dataset(
     model: nn.Module,
     card: ModelCard,
@@ -76,6 +91,7 @@ def predict_dataset(
     device: str | torch.device = "auto",
     fast: bool = True,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tta: bool = False,
 ) -> npt.NDArray[np.float32]:
     """KL-grade probabilities, float32 (N, 5), for a stack of preprocessed images.
 
@@ -89,6 +105,8 @@ def predict_dataset(
             ``False`` gives the fp32 reference.
         forward: a forward of ``model`` built once by ``koa_core.model.fastpath`` (e.g. a frozen
             trace), called instead of ``model``; ``fast`` is ignored when it is given.
+        tta: average the probabilities of the ``koa_core.model.tta`` views (small shifts
+            and zooms, never a flip), at one forward pass per view.
     """
     target = resolve_device(device)
     place(model, target).eval()
@@ -96,12 +114,11 @@ def predict_dataset(
     with torch.inference_mode():
         for start in range(0, len(images_tensor), batch_size):
             batch = to_model_input(images_tensor[start : start + batch_size], card, target)
-            if forward is not None:
-                logits = forward(batch)
-            else:
-                with autocast(target, enabled=fast):
-                    logits = model(batch)
-            outputs.append(kl_probabilities(logits).cpu())
+            views = [tta_view(batch, *view) for view in TTA_VIEWS] if tta else [batch]
+            probs = [
+                kl_probabilities(_logits(model, view, target, fast, forward)) for view in views
+            ]
+            outputs.append(torch.stack(probs).mean(dim=0).cpu())
     if not outputs:
         return np.zeros((0, len(card.class_names)), dtype=np.float32)
     return torch.cat(outputs).numpy().astype(np.float32, copy=False)

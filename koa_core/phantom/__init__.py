@@ -1,11 +1,14 @@
 """Synthetic knee radiographs with known Kellgren-Lawrence grades, and files to test on."""
 
 from koa_core.phantom.anatomy import (
+    DIFFICULTIES,
     GRADE_PROBABILITIES,
     Acquisition,
     Anatomy,
+    Difficulty,
     KLFeatures,
     KneeImage,
+    difficulty_named,
     kl_features,
     reader_label,
     render_knee,
@@ -47,6 +50,7 @@ from koa_core.phantom.writers import (
 
 __all__ = [
     "BAD_KINDS",
+    "DIFFICULTIES",
     "EXPECTED_REASONS",
     "FILM_KINDS",
     "FILM_LABEL_COLUMNS",
@@ -57,6 +61,7 @@ __all__ = [
     "Acquisition",
     "Anatomy",
     "BadFileRecord",
+    "Difficulty",
     "Film",
     "FilmKnee",
     "FilmRecord",
@@ -65,6 +70,7 @@ __all__ = [
     "KneeImage",
     "PhantomRecord",
     "assign_splits",
+    "difficulty_named",
     "film_dataset",
     "film_file",
     "film_roi_files",

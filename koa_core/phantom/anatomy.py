@@ -9,7 +9,7 @@ adds blur, quantum noise, exposure, collimation and a burned-in L/R marker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -127,6 +127,43 @@ class KneeImage:
         return values
 
 
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard a phantom set is to grade; the default changes nothing (same bytes).
+
+    ``sign_scale`` multiplies every grade sign's departure from a healthy knee (spur
+    length, narrowing, sclerosis, varus), ``severity_jitter`` is the +- spread of a grade's
+    severity (above 0.5 neighbouring grades overlap), ``noise_scale`` and ``blur_scale``
+    multiply the acquisition's quantum noise and blur, and ``label_noise`` is the share of
+    adjacent-grade reader labels ``write_kl_folders`` writes in every split.
+    """
+
+    sign_scale: float = 1.0
+    severity_jitter: float = 0.3
+    noise_scale: float = 1.0
+    blur_scale: float = 1.0
+    label_noise: float = 0.0
+
+
+DIFFICULTIES = {
+    "normal": Difficulty(label_noise=0.10),
+    "hard": Difficulty(0.7, 0.45, 1.8, 1.4, 0.12),
+    "harder": Difficulty(0.55, 0.55, 2.5, 1.7, 0.15),
+}
+"""Named phantom sets of increasing difficulty (the benchmark's and ablations' sets)."""
+
+
+def difficulty_named(name: str | Difficulty | None) -> Difficulty:
+    """``DIFFICULTIES[name]``; a :class:`Difficulty` is returned as is, ``None`` is the default."""
+    if name is None:
+        return Difficulty()
+    if isinstance(name, Difficulty):
+        return name
+    if name not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {name!r}")
+    return DIFFICULTIES[name]
+
+
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     """A random patient: body size, healthy joint-space widths, bone and soft tissue."""
     size = float(rng.uniform(0.88, 1.12))
@@ -151,13 +188,17 @@ def _interp(severity: float, knots: tuple[float, ...], values: tuple[float, ...]
 _SEVERITY = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 4.3)
 
 
-def kl_features(grade: int, anatomy: Anatomy, rng: np.random.Generator) -> KLFeatures:
+def kl_features(
+    grade: int, anatomy: Anatomy, rng: np.random.Generator, difficulty: Difficulty | None = None
+) -> KLFeatures:
     """Features of ``grade`` for this knee, monotone in a jittered severity.
 
-    The jitter (plus or minus 0.3 of a grade) keeps neighbouring grades from overlapping,
-    so the grade stays learnable while the features still vary within a grade.
+    The default jitter (plus or minus 0.3 of a grade) keeps neighbouring grades from
+    overlapping, so the grade stays learnable while the features still vary within a grade;
+    a harder ``difficulty`` widens it and shrinks the signs (:func:`subtler`).
     """
-    severity = float(np.clip(grade + rng.uniform(-0.3, 0.3), 0.0, 4.3))
+    jitter = Difficulty().severity_jitter if difficulty is None else difficulty.severity_jitter
+    severity = float(np.clip(grade + rng.uniform(-jitter, jitter), 0.0, 4.3))
     spur = _interp(severity, _SEVERITY, (0.0, 0.0, 2.0, 4.0, 6.0, 9.0, 10.0))
     # KL 1-2 spurs are medial; from KL 3 on they are multiple, in both compartments.
     lateral = _interp(severity, (0.0, 2.0, 3.0, 4.3), (0.0, 0.0, 0.7, 0.8))
@@ -171,6 +212,33 @@ def kl_features(grade: int, anatomy: Anatomy, rng: np.random.Generator) -> KLFea
         osteophyte_mm=(spur, spur * lateral, spur * femoral, spur * lateral * femoral),
         sclerosis=_interp(severity, _SEVERITY, (0.0, 0.0, 0.0, 0.12, 0.45, 0.9, 1.0)),
         varus_deg=_interp(severity, (0.0, 2.0, 3.0, 4.0, 4.3), (0.0, 0.0, 1.5, 5.0, 6.0)),
+    )
+
+
+def subtler(features: KLFeatures, anatomy: Anatomy, scale: float) -> KLFeatures:
+    """``features`` with every sign's departure from a healthy knee multiplied by ``scale``."""
+    if scale == 1.0:
+        return features
+    return replace(
+        features,
+        jsw_medial_mm=anatomy.jsw_medial_mm
+        - (anatomy.jsw_medial_mm - features.jsw_medial_mm) * scale,
+        jsw_lateral_mm=anatomy.jsw_lateral_mm
+        - (anatomy.jsw_lateral_mm - features.jsw_lateral_mm) * scale,
+        osteophyte_mm=_four(np.asarray(features.osteophyte_mm) * scale),
+        sclerosis=features.sclerosis * scale,
+        varus_deg=features.varus_deg * scale,
+    )
+
+
+def noisier(acquisition: Acquisition, difficulty: Difficulty) -> Acquisition:
+    """``acquisition`` with ``difficulty``'s extra quantum noise and blur."""
+    if (difficulty.noise_scale, difficulty.blur_scale) == (1.0, 1.0):
+        return acquisition
+    return replace(
+        acquisition,
+        noise=acquisition.noise * difficulty.noise_scale,
+        blur_mm=acquisition.blur_mm * difficulty.blur_scale,
     )
 
 
@@ -588,6 +656,7 @@ def render_knee(
     photometric: str = "MONOCHROME2",
     marker: bool = True,
     features: KLFeatures | None = None,
+    difficulty: Difficulty | None = None,
 ) -> KneeImage:
     """Render one PA knee radiograph of KL ``grade``, deterministic in ``seed``.
 
@@ -608,6 +677,7 @@ def render_knee(
             full-size radiograph would not show it (it sits outside the central 150 mm).
         features: draw these KL features instead of ``grade``'s (e.g. a lone osteophyte);
             the patient and acquisition stay those of ``seed``.
+        difficulty: subtler signs and a noisier acquisition (``None``: the default knee).
     """
     if grade not in range(len(GRADE_PROBABILITIES)):
         raise ValueError(f"KL grade must be 0-4, got {grade}")
@@ -617,8 +687,11 @@ def render_knee(
         raise ValueError(f"bits_stored must be 12 or 16, got {bits_stored}")
     rng = rng_for(seed)
     anatomy, acquisition = sample_anatomy(rng), sample_acquisition(rng)
+    drawn = kl_features(grade, anatomy, rng, difficulty)
+    if difficulty is not None:
+        acquisition = noisier(acquisition, difficulty)
+        drawn = subtler(drawn, anatomy, difficulty.sign_scale)
     # Drawn even when overridden, so the texture and noise draws that follow stay the same.
-    drawn = kl_features(grade, anatomy, rng)
     features = drawn if features is None else features
     texture_rng, noise_rng = rng.spawn(2)
     work_mm = max(spacing_mm, max(rows, columns) * spacing_mm / MAX_WORK_PX)

@@ -15,7 +15,15 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from koa_core.imaging.transforms import ROI_MM, centre_crop, preprocess
-from koa_core.phantom.anatomy import KneeImage, reader_label, render_knee, rng_for, sample_grade
+from koa_core.phantom.anatomy import (
+    Difficulty,
+    KneeImage,
+    difficulty_named,
+    reader_label,
+    render_knee,
+    rng_for,
+    sample_grade,
+)
 from koa_core.phantom.badfiles import write_bad_files
 from koa_core.phantom.dicom import knee_dataset, save_dicom
 
@@ -144,7 +152,12 @@ def _acquisition_choices(rng: np.random.Generator) -> tuple[str, int, str]:
     return laterality, bits_stored, photometric
 
 
-def _render(grade: int, rng: np.random.Generator, geometry: Geometry | None) -> KneeImage:
+def _render(
+    grade: int,
+    rng: np.random.Generator,
+    geometry: Geometry | None,
+    difficulty: Difficulty | None = None,
+) -> KneeImage:
     """Render with this image's acquisition choices; ``None`` geometry: the model's field."""
     laterality, bits_stored, photometric = _acquisition_choices(rng)
     field = geometry or training_geometry()
@@ -158,6 +171,7 @@ def _render(grade: int, rng: np.random.Generator, geometry: Geometry | None) -> 
         bits_stored=bits_stored,
         photometric=photometric,
         marker=geometry is not None,
+        difficulty=difficulty,
     )
 
 
@@ -223,18 +237,23 @@ def kl_folder_image(
     label_noise: float = 0.0,
     *,
     size_px: tuple[int, int] = KL_DICOM_SIZE_PX,
+    difficulty: str | Difficulty | None = None,
 ) -> PhantomRecord:
     """Render and write image ``index`` to ``OUT/<split>/<label>/``; pure in its arguments.
 
     PNGs are the 224 px joint-centred crop (not mirrored), named ``<index>_<laterality>.png``;
     DICOMs are whole radiographs. With ``label_noise`` the folder (and the grade written in
     the file) is a reader's label, adjacent to the true grade with that probability.
+    A ``difficulty`` (a name of ``DIFFICULTIES`` or a :class:`Difficulty`) renders subtler
+    signs and more noise, and raises ``label_noise`` to at least its own.
     """
     _check_format(file_format)
     rng = rng_for(seed, index)
     grade = sample_grade(rng)
     png = file_format == "png"
-    image = _render(grade, rng, None if png else sample_geometry(rng, size_px))
+    harder = None if difficulty is None else difficulty_named(difficulty)
+    label_noise = max(label_noise, harder.label_noise if harder else 0.0)
+    image = _render(grade, rng, None if png else sample_geometry(rng, size_px), harder)
     label = reader_label(grade, label_noise, rng_for(seed, index, _LABEL_STREAM))
     folder = out / split / str(label)
     if png:
@@ -345,10 +364,12 @@ def write_kl_folders(
     progress: Progress | None = None,
     *,
     size_px: tuple[int, int] = KL_DICOM_SIZE_PX,
+    difficulty: str | Difficulty | None = None,
 ) -> list[PhantomRecord]:
     """Write ``n`` images in the image-folder layout ``OUT/{train,val,test}/{0..4}/``.
 
-    Also writes ``OUT/labels.csv`` (with ``true_kl_grade`` when ``label_noise`` > 0).
+    Also writes ``OUT/labels.csv`` (with ``true_kl_grade`` when labels are noisy).
+    ``difficulty``: see :func:`kl_folder_image` (``None``: the default phantoms).
     ``kl_folder_image`` with ``assign_splits(n, seed)`` can be mapped over chunks.
     """
     _check_format(file_format)
@@ -357,9 +378,19 @@ def write_kl_folders(
     for index in range(n):
         records.append(
             kl_folder_image(
-                out, seed, index, splits[index], file_format, label_noise, size_px=size_px
+                out,
+                seed,
+                index,
+                splits[index],
+                file_format,
+                label_noise,
+                size_px=size_px,
+                difficulty=difficulty,
             )
         )
         _advance(progress)
-    write_labels(out / "labels.csv", records, out, with_true_grade=label_noise > 0)
+    noisy = label_noise > 0 or (
+        difficulty is not None and difficulty_named(difficulty).label_noise > 0
+    )
+    write_labels(out / "labels.csv", records, out, with_true_grade=noisy)
     return records

@@ -51,6 +51,7 @@ def score_chunk(
     batch_size: int = 64,
     refer_below: float = 0.0,
     heatmaps: bool = False,
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Probabilities of KL 0-4, the grade and P(KOA) for the images of one chunk.
 
@@ -65,6 +66,7 @@ def score_chunk(
         refer_below: a knee whose localizer score is under this is referred to a reader.
         heatmaps: also write each knee's class-activation map of its grade, in its ROI's
             orientation, to ``heatmap_path(array_path)`` (float16, in the rows' order).
+        tta: test-time augmentation (``KOA_SCORING_TTA``): shifts and zooms, never a flip.
 
     Returns:
         ``rows`` extended with ``p_kl0``..``p_kl4``, ``kl_grade``, ``p_koa``, the
@@ -78,7 +80,7 @@ def score_chunk(
     indices = [int(row["array_index"]) for row in rows]
     images = torch.from_numpy(np.ascontiguousarray(stack[indices]))
     probabilities = predict_dataset(
-        model, card, images, batch_size, device, forward=fast_forward(model_dir, device)
+        model, card, images, batch_size, device, forward=fast_forward(model_dir, device), tta=tta
     )
     if heatmaps:
         _save_heatmaps(array_path, model, card, images, probabilities)

@@ -51,6 +51,17 @@ EVALUATIONS_COLUMNS: tuple[Column, ...] = (
     Column("mae", pa.float64(), False, "Mean absolute grade error."),
     Column("ece", pa.float64(), False, "Expected calibration error (15 bins)."),
     Column("ece_calibrated", pa.float64(), True, "ECE after temperature scaling."),
+    Column("ece_ci_low", pa.float64(), True, "Bootstrap 95 % interval of ECE, low end."),
+    Column("ece_ci_high", pa.float64(), True, "Bootstrap 95 % interval of ECE, high end."),
+    Column(
+        "ece_calibrated_ci_low", pa.float64(), True, "Bootstrap 95 % interval, calibrated ECE, low."
+    ),
+    Column(
+        "ece_calibrated_ci_high",
+        pa.float64(),
+        True,
+        "Bootstrap 95 % interval, calibrated ECE, high.",
+    ),
     Column("temperature", pa.float64(), True, "Temperature fitted on the validation split."),
     Column("promoted", pa.bool_(), False, "This evaluation made this model the champion."),
     Column("decision_reason", pa.string(), False, "The promotion rule's reason (or why none)."),

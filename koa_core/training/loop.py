@@ -1,6 +1,6 @@
 """The training loop of the KL-grading CNN: epochs, best weights, checkpoint and exact resume.
 
-An output directory holds ``weights.pt`` (best state_dict by validation QWK),
+An output directory holds ``weights.pt`` (the state_dict ``TrainConfig.keep`` names),
 ``card.json`` (model card, hyper-parameters, data fingerprint, history) and
 ``checkpoint.pt`` (everything needed to continue: model, optimizer, scheduler, grad
 scaler, RNG states, early-stopping state), each written atomically with a sha256 sidecar.
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, cohen_kappa_score
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from koa_core.data.datasets import KLDataset, Split, load_dataset
 from koa_core.errors import CorruptCheckpointError
@@ -118,8 +119,20 @@ class _Run:
         )
         fp16 = autocast_dtype(device) == torch.float16 and config.amp
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-        self.weights = class_weights(train.labels).to(device)
+        weights = class_weights(train.labels) if config.class_weighted else torch.ones(5)
+        self.weights = weights.to(device)
+        # The average is of every step's weights and BatchNorm statistics (use_buffers).
+        self.ema: AveragedModel | None = None
+        if config.keep == "ema":
+            average = get_ema_multi_avg_fn(config.ema_decay)  # type: ignore[no-untyped-call]
+            self.ema = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
         self.state = _State()
+
+    def kept_model(self) -> GraderNet:
+        """The network that is validated and written: the moving average, or the model."""
+        module = self.model if self.ema is None else self.ema.module
+        assert isinstance(module, GraderNet)
+        return module
 
     def train_epoch(self, train: Split) -> float:
         """One pass over ``train`` in the epoch's shuffled order; the mean loss."""
@@ -132,7 +145,7 @@ class _Run:
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             images = train.images[index].to(self.device).unsqueeze(1).float().div_(255.0)
             if config.augment:
-                images = augment_batch(images, generator)
+                images = augment_batch(images, generator, config.augment_strength)
             images = ((images - self.card.mean) / self.card.std).contiguous(
                 memory_format=torch.channels_last
             )
@@ -146,13 +159,20 @@ class _Run:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total, seen = total + float(loss.detach()) * len(index), seen + len(index)
         return total / max(seen, 1)
 
     def evaluate(self, val: Split) -> tuple[float, float, float]:
         """Validation (loss, quadratic weighted kappa, accuracy)."""
         probs = predict_dataset(
-            self.model, self.card, val.images, self.config.batch_size, self.device, self.config.amp
+            self.kept_model(),
+            self.card,
+            val.images,
+            self.config.batch_size,
+            self.device,
+            self.config.amp,
         )
         labels = val.labels.numpy()
         loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)).mean())
@@ -172,6 +192,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema": {} if self.ema is None else self.ema.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
             "state": {**asdict(self.state), "history": [asdict(s) for s in self.state.history]},
         }
@@ -186,6 +207,8 @@ class _Run:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
@@ -225,9 +248,10 @@ def _one_epoch(run: _Run, dataset: KLDataset, out_dir: Path) -> EpochStats:
     improved = qwk > state.best_qwk
     if improved:
         state.best_qwk, state.best_epoch, state.bad_epochs = qwk, state.epoch, 0
-        save_torch(run.model.state_dict(), out_dir / WEIGHTS_NAME)
     else:
         state.bad_epochs += 1
+    if improved or run.config.keep != "best":
+        save_torch(run.kept_model().state_dict(), out_dir / WEIGHTS_NAME)
     stats = EpochStats(
         state.epoch,
         run.config.epochs,
@@ -283,7 +307,8 @@ def train(
             run.load_state_dict(load_torch(checkpoint), dataset.fingerprint)
             log.info("resuming %s after epoch %d", out_dir, run.state.epoch)
         state = run.state
-        while state.epoch < config.epochs and state.bad_epochs < config.patience:
+        patience = config.patience or math.inf
+        while state.epoch < config.epochs and state.bad_epochs < patience:
             stats = _one_epoch(run, dataset, out_dir)
             if progress is not None:
                 progress(stats)

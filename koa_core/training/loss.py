@@ -19,9 +19,10 @@ def class_weights(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch
 def kl_loss(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, config: TrainConfig
 ) -> torch.Tensor:
-    """Class-weighted cross-entropy, plus the expected-grade error for ``"ordinal"``."""
+    """Weighted, optionally label-smoothed cross-entropy, plus the expected-grade error for
+    ``"ordinal"``; ``weights`` are per class (ones for plain cross-entropy)."""
     logits = logits.float()
-    loss = F.cross_entropy(logits, targets, weight=weights)
+    loss = F.cross_entropy(logits, targets, weight=weights, label_smoothing=config.label_smoothing)
     if config.loss == "ordinal":
         grades = torch.arange(logits.shape[1], device=logits.device, dtype=torch.float32)
         expected = (torch.softmax(logits, dim=1) * grades).sum(dim=1)

@@ -35,22 +35,12 @@ DEMO_FILM_SPACING_MM = 0.625
 DEMO_LOCALIZER_FILMS = 200
 # Films for the localizer at 0.6 mm: it works at 3 mm/px, so finer pixels add decode time only.
 DEMO_LOCALIZER_SPACING_MM = 0.6
-# Measured on the demo's 420 training images (Xeon with AMX, 2 cores): the default
-# ResNet recipe at 224 px is at chance after 8 epochs (validation QWK 0.08) and reaches 0.60
-# after 15; the same network at 128 px with cross-entropy 0.86; this plain network at
-# 128 px (full resolution in its first stage), cross-entropy, a fixed 12-epoch OneCycle
-# schedule, 0.94 (ordinal loss: 0.91). On 2 cores it trains in about a minute.
-DEMO_TRAINING = TrainConfig(
-    architecture="plain",
-    depth=(2, 2, 2, 2),
-    width=16,
-    input_size=128,
-    loss="ce",
-    lr=3e-3,
-    epochs=12,
-    patience=12,
-    seed=0,
-)
+# The demo trains koa's default recipe (``TrainConfig()``): the plain network at 128 px,
+# cross-entropy, a fixed 12-epoch OneCycle schedule, the last weights. Measured on the demo's
+# 420 training images (Xeon with AMX, 2 cores): the old ResNet recipe at 224 px was at chance
+# after 8 epochs (validation QWK 0.08) and reached 0.60 after 15; this recipe 0.94 (ordinal
+# loss: 0.91). On 2 idle cores it trains in about a minute (see benchmarks/RESULTS.md).
+DEMO_TRAINING = TrainConfig(seed=0)
 
 DEMO_LOCALIZER = LocalizerTrainConfig(seed=0)
 

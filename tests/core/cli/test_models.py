@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,17 @@ def test_corrupt_weights_give_a_clear_error(other_data: Path) -> None:
     assert result.exit_code == 2
     assert "CorruptCheckpointError" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_time_budget_picks_the_epochs_of_a_finished_schedule(
+    other_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--data", str(other_data), *TINY[2:], "--out", str(run)]
+    output = invoke(*args, "--budget-minutes", "0.2")
+    planned = re.search(r"fixed schedule of (\d+) epochs", output)
+    assert planned is not None, output
+    card = json.loads((run / "card.json").read_text())
+    assert len(card["history"]) == card["hyperparameters"]["epochs"] == int(planned.group(1))
+    both = runner.invoke(app, [*args, "--epochs", "2", "--budget-minutes", "1"])
+    assert both.exit_code != 0 and "not both" in both.output
