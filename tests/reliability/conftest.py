@@ -29,3 +29,9 @@ def small_night(small_settings: Path) -> list[str]:
     (folder / "empty.dcm").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image\n")
     return batch_inputs()
+
+
+@pytest.fixture(autouse=True)
+def _localizer(champion_localizer: str) -> str:
+    """Every reliability night runs with the suite's tiny localizer as its champion."""
+    return champion_localizer

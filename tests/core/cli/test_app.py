@@ -136,5 +136,5 @@ def test_demo_query_runs_as_printed_from_anywhere(tmp_path: Path, folder: str) -
         query, shell=True, cwd="/", capture_output=True, text=True, timeout=60, check=False
     )
     assert printed.returncode == 0, printed.stderr
-    images = [row.split("│")[2] for row in printed.stdout.splitlines() if row.count("│") == 4]
-    assert sum(int(cell) for cell in images if cell.strip().isdigit()) == 4
+    knees = [row.split("│")[2] for row in printed.stdout.splitlines() if row.count("│") == 5]
+    assert sum(int(cell) for cell in knees if cell.strip().isdigit()) == 4

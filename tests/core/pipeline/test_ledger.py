@@ -40,18 +40,27 @@ def _prediction(row: dict[str, Any], grade: int) -> dict[str, Any]:
         **dict(zip(PROBABILITY_COLUMNS, probabilities, strict=True)),
         "kl_grade": grade,
         "p_koa": sum(probabilities[2:]),
+        "grade_set": [grade],
+        "refer": False,
+        "refer_reason": None,
     }
 
 
 @pytest.fixture
-def night(tmp_path: Path) -> dict[str, Any]:
+def night(tmp_path: Path, tiny_localizer_dir: Path) -> dict[str, Any]:
     """Two knees, a truncated file (fails decoding) and an empty one (fails its header)."""
     knees = [r.path for r in write_nightly_batch(tmp_path / "in", 2, seed=3, batch_date=DAY)]
     batch = tmp_path / "in" / DAY.isoformat()
     bad = [r.path for r in write_bad_files(batch / "bad", 2, seed=3)]
     paths = [Path(p) for p in [*knees, *bad]]
     manifest = [{**row, "origin": row["source_path"]} for row in build_manifest(paths)]
-    return {"paths": paths, "manifest": manifest, "scratch": tmp_path / "scratch", "batch": batch}
+    return {
+        "paths": paths,
+        "manifest": manifest,
+        "scratch": tmp_path / "scratch",
+        "batch": batch,
+        "localizer": str(tiny_localizer_dir),
+    }
 
 
 def test_every_stage_lands_in_one_table_with_its_detail(night: dict[str, Any]) -> None:
@@ -60,7 +69,7 @@ def test_every_stage_lands_in_one_table_with_its_detail(night: dict[str, Any]) -
     # run_suite turns a header's read_error into the row's reasons.
     refused = [{**r, "reasons": r["read_error"]} for r in night["manifest"] if r["read_error"]]
     ledger.quarantine(with_sha256(refused), "manifest")
-    prepared = prepare_chunk(readable, night["scratch"], 0, 64)
+    prepared = prepare_chunk(readable, night["scratch"], 0, 64, night["localizer"])
     ledger.quarantine(prepared.failures, "read")
     ledger.score(_prediction(row, grade) for grade, row in enumerate(prepared.rows))
 
@@ -91,7 +100,10 @@ def test_rows_name_inputs_in_the_batch_without_their_patients(night: dict[str, A
     ledger = NightLedger(RUN, listing, SETTINGS, Redactor(SECRET))
     ledger.learn_headers(night["manifest"])
     knees = [row for row in night["manifest"] if row["read_error"] is None][:2]
-    ledger.score(_prediction(row, 0) for row in prepare_chunk(knees, night["scratch"], 0, 64).rows)
+    ledger.score(
+        _prediction(row, 0)
+        for row in prepare_chunk(knees, night["scratch"], 0, 64, night["localizer"]).rows
+    )
     refused = [
         {**r, "reasons": "x"}
         for r in night["manifest"]

@@ -1,0 +1,128 @@
+"""A night of whole films through the real flow: every knee once with its side and grade, every
+other input quarantined with its reason, and each film's SR and SC delivered to an outbox."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+
+from koa_core.config import get_settings
+from koa_core.delivery.readback import read_report
+from koa_core.phantom import Film, film_dataset, render_film, save_dicom, write_bad_files
+from koa_core.registry import ModelRegistry, ModelVersion
+from koa_core.storage import results
+from tests.localizer_fixtures import TEST_FILM_SPACING_MM
+
+BATCH_DATE = date(2026, 11, 28)
+# (R, L) grades far apart, so a knee graded as its neighbour shows at once.
+BILATERAL_GRADES = ((0, 4), (4, 0), (0, 3), (3, 0))
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _write(film: Film, folder: Path, name: str, **header: str) -> Path:
+    ds = film_dataset(film, key=(name,), patient_id=f"P-{name}", study_date=BATCH_DATE)
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    path = folder / f"{name}.dcm"
+    save_dicom(ds, path)
+    return path
+
+
+def _blank(film: Film, folder: Path) -> Path:
+    """A film header over an even grey: no knee on it."""
+    flat = replace(film, pixels=np.full_like(film.pixels, 900))
+    return _write(flat, folder, "blank")
+
+
+@pytest.fixture
+def night(
+    koa_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    champion_localizer: str,
+    demo_champion: tuple[ModelVersion, list[str]],
+) -> dict[str, Any]:
+    outbox = koa_home / "outbox"
+    monkeypatch.setenv("KOA_DELIVER_TO", str(outbox))
+    get_settings.cache_clear()
+    # The demo's registry as this test's: its champion grader, promoted by the rule.
+    shutil.copytree(demo_champion[0].path.parents[1], get_settings().models_dir, dirs_exist_ok=True)
+    assert ModelRegistry().get("champion").version == demo_champion[0].version
+    folder = get_settings().incoming_dir / BATCH_DATE.isoformat()
+    folder.mkdir(parents=True)
+    truth: dict[str, Film] = {}
+    for index, grades in enumerate(BILATERAL_GRADES):
+        film = render_film("bilateral", 30 + index, grades=grades, spacing_mm=TEST_FILM_SPACING_MM)
+        truth[_write(film, folder, f"bilateral-{index}").name] = film
+    for index, side in enumerate("RL"):
+        film = render_film("unilateral", 40 + index, side=side, spacing_mm=TEST_FILM_SPACING_MM)
+        truth[_write(film, folder, f"unilateral-{side}").name] = film
+    lateral = render_film("lateral", 50, spacing_mm=TEST_FILM_SPACING_MM)
+    _write(lateral, folder, "lateral")
+    _blank(render_film("unilateral", 51, spacing_mm=TEST_FILM_SPACING_MM), folder)
+    bad = write_bad_files(folder / "bad", 4, seed=5)
+    return {"truth": truth, "bad": bad, "outbox": outbox, "folder": folder}
+
+
+def _run() -> dict[str, Any]:
+    from flows.nightly import nightly_scoring
+
+    return nightly_scoring(batch_date=BATCH_DATE)
+
+
+def test_a_night_of_films_scores_every_knee_once_with_its_side_and_grade(
+    night: dict[str, Any],
+) -> None:
+    summary = _run()
+    root = get_settings().results_dir
+    scores = results.read_table(results.SCORES, root, BATCH_DATE).to_pylist()
+    quarantine = results.read_table(results.QUARANTINE, root, BATCH_DATE).to_pylist()
+    by_file: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in scores:
+        by_file.setdefault(Path(row["source_path"]).name, {})[row["knee_side"]] = row
+    truth: dict[str, Film] = night["truth"]
+    assert set(by_file) == set(truth)
+    for name, film in truth.items():
+        rows = by_file[name]
+        assert sorted(rows) == sorted(knee.side for knee in film.knees), name
+        for knee in film.knees:
+            row = rows[knee.side]
+            error_mm = np.hypot(row["joint_x"] - knee.joint_x, row["joint_y"] - knee.joint_y)
+            assert error_mm * film.spacing_mm < 10.0, (name, knee.side)
+            assert abs(row["kl_grade"] - knee.grade) <= 1, (name, knee.side, row["kl_grade"])
+            assert knee.grade in row["grade_set"] or row["refer"], (name, knee.side)
+    reasons = {Path(row["source_path"]).name: row["reasons"] for row in quarantine}
+    assert reasons.pop("lateral.dcm") == "not_frontal_view"
+    assert reasons.pop("blank.dcm") == "no_knee_found"
+    assert len(reasons) == len({Path(record.path).name for record in night["bad"]})
+    assert all(reasons.values())
+    assert summary["n_films_scored"] == len(truth)
+    assert summary["n_scored"] == sum(len(film.knees) for film in truth.values())
+
+
+def test_each_film_gets_one_sr_and_one_sc_holding_its_rows(night: dict[str, Any]) -> None:
+    _run()
+    scores = results.read_table(results.SCORES, get_settings().results_dir, BATCH_DATE)
+    delivered = [pydicom.dcmread(path) for path in night["outbox"].rglob("*.dcm")]
+    reports = {str(ds.SOPInstanceUID): ds for ds in delivered if ds.Modality == "SR"}
+    captures = [ds for ds in delivered if ds.Modality != "SR"]
+    films = {row["sop_instance_uid"]: row for row in scores.to_pylist()}
+    assert len(reports) == len(captures) == len(films)
+    for row in scores.to_pylist():
+        report = reports[row["sr_sop_instance_uid"]]
+        assert report.StudyInstanceUID == row["study_instance_uid"]
+        (knee,) = [knee for knee in read_report(report) if knee.side == row["knee_side"]]
+        assert (knee.kl_grade, knee.refer) == (row["kl_grade"], row["refer"])
+        assert knee.p_koa == pytest.approx(row["p_koa"], abs=1e-4)
+        assert list(knee.grade_set) == row["grade_set"]
+    _run()  # a re-run replaces: the same UIDs, one SR and one SC per film
+    again = {path.name for path in night["outbox"].rglob("*.dcm")}
+    assert len(again) == 2 * len(films)
+    deliveries = results.read_table(results.DELIVERIES, get_settings().results_dir, BATCH_DATE)
+    assert set(deliveries["status"].to_pylist()) == {"delivered"}
