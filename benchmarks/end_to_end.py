@@ -132,8 +132,10 @@ def _timeline(flow_run_id: str, n: int, settled: list[tuple[datetime, int]]) -> 
     }
 
 
-def run_night(pool: list[Path], n: int, workers: int, day: date) -> dict[str, Any]:
-    """One nightly run over ``n`` images with ``workers`` Dask workers; its figures."""
+def run_night(
+    pool: list[Path], n: int, workers: int, day: date, knees_per_file: int = 1
+) -> dict[str, Any]:
+    """One nightly run over ``n`` files with ``workers`` Dask workers; its figures."""
     from flows.nightly import nightly_scoring
     from flows.runners import dask_task_runner
     from koa_core.config import get_settings
@@ -152,7 +154,7 @@ def run_night(pool: list[Path], n: int, workers: int, day: date) -> dict[str, An
         logger.removeHandler(progress)
     wall = time.perf_counter() - start
     cores = (_cpu_seconds() - cpu) / wall
-    if summary["n_scored"] != n:
+    if summary["n_scored"] != n * knees_per_file:
         raise RuntimeError(f"scored {summary['n_scored']} of {n}: {summary}")
     figures = _timeline(summary["run_id"], n, progress.settled)
     return {"n": n, "workers": workers, "wall_s": wall, "cores_busy": cores, **figures}
