@@ -126,3 +126,38 @@ def test_each_film_gets_one_sr_and_one_sc_holding_its_rows(night: dict[str, Any]
     assert len(again) == 2 * len(films)
     deliveries = results.read_table(results.DELIVERIES, get_settings().results_dir, BATCH_DATE)
     assert set(deliveries["status"].to_pylist()) == {"delivered"}
+
+
+def test_a_night_delivered_to_a_real_orthanc_reads_back_as_its_rows(
+    night: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.core.delivery.test_orthanc_delivery import (
+        SC_CLASS,
+        SR_CLASS,
+        _results_in_study,
+        _retrieve,
+    )
+    from tests.orthanc import run_orthanc
+
+    with run_orthanc(tmp_path / "orthanc", overwrite=True) as pacs:
+        monkeypatch.setenv("KOA_DELIVER_TO", pacs.dicomweb_url)
+        get_settings.cache_clear()
+        for _ in range(2):  # a re-run replaces: still one SR and one SC per film
+            _run()
+            scores = results.read_table(results.SCORES, get_settings().results_dir, BATCH_DATE)
+            by_study: dict[str, list[dict[str, Any]]] = {}
+            for row in scores.to_pylist():
+                by_study.setdefault(row["study_instance_uid"], []).append(row)
+            for study, rows in by_study.items():
+                found = _results_in_study(pacs, study)
+                (sr_uid,) = found[SR_CLASS]
+                assert len(found[SC_CLASS]) == 1
+                assert {row["sr_sop_instance_uid"] for row in rows} == {sr_uid}
+                reported = {knee.side: knee for knee in read_report(_retrieve(pacs, study, sr_uid))}
+                for row in rows:
+                    knee = reported[row["knee_side"]]
+                    assert (knee.kl_grade, list(knee.grade_set)) == (
+                        row["kl_grade"],
+                        row["grade_set"],
+                    )
+                    assert knee.p_koa == pytest.approx(row["p_koa"], abs=1e-4)
