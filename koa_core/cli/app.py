@@ -232,7 +232,7 @@ def main() -> None:
     try:
         app()
     except KoaError as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise SystemExit(2) from None
     finally:
         # The process ends here. Its last garbage collections walk every object torch,

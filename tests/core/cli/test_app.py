@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import sys
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,22 @@ def test_demo_query_runs_as_printed_from_anywhere(tmp_path: Path, folder: str) -
     assert printed.returncode == 0, printed.stderr
     knees = [row.split("│")[2] for row in printed.stdout.splitlines() if row.count("│") == 5]
     assert sum(int(cell) for cell in knees if cell.strip().isdigit()) == 4
+
+
+def test_score_without_a_champion_localizer_stops_before_reading_any_file(
+    koa_home: Path,
+) -> None:
+    from koa_core.phantom import write_nightly_films
+
+    write_nightly_films(koa_home / "incoming", 1, seed=3, batch_date=date(2026, 11, 30))
+    child = subprocess.run(
+        [sys.executable, "-m", "koa_core", "score", "--batch-date", "2026-11-30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 2
+    (line,) = [text for text in child.stderr.splitlines() if text.strip()]
+    assert "no champion localizer" in line and "koa train-localizer" in line
+    assert not (koa_home / "runs").exists() and not (koa_home / "logs").exists()
