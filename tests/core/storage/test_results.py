@@ -20,6 +20,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from koa_core.errors import OutputWriteError
@@ -540,3 +541,51 @@ def test_two_copies_of_a_night_stop_the_write_and_keep_both(tmp_path: Path) -> N
     with pytest.raises(OutputWriteError, match="batch_date=2024-03-01 beside it holds the same"):
         write_scores(tmp_path, DAY2, 1, tag="new")
     assert partition_names(tmp_path, SCORES) == ["2024-03-01", "batch_date=2024-03-01"]
+
+
+def test_version_1_partitions_read_with_their_side_and_null_knee_columns(tmp_path: Path) -> None:
+    """A night written before scores were per knee (no knee columns) still reads."""
+    current = build_scores_table(score_rows(DAY1, 4, tag="v1"))
+    knee_columns = [
+        name
+        for name in current.schema.names
+        if name not in {"batch_date", "laterality"} and name not in _V1_COLUMNS
+    ]
+    old = current.drop_columns(knee_columns)
+    folder = tmp_path / SCORES / DAY1.isoformat()
+    folder.mkdir(parents=True)
+    pq.write_table(old, folder / "part-0.parquet")
+    write_scores(tmp_path, DAY2, 2, tag="v2")
+    table = results.read_table(SCORES, tmp_path)
+    rows = {row["source_path"]: row for row in table.to_pylist()}
+    for row in old.to_pylist():
+        read = rows[row["source_path"]]
+        assert read["knee_side"] == row["laterality"] and read["schema_version"] is None
+        assert read["grade_set"] is None
+    assert {row["schema_version"] for row in table.to_pylist() if row["batch_date"] == DAY2} == {2}
+
+
+_V1_COLUMNS = {
+    "sop_instance_uid",
+    "study_instance_uid",
+    "series_instance_uid",
+    "patient_key",
+    "flipped",
+    "source_path",
+    "source_sha256",
+    "file_format",
+    "p_kl0",
+    "p_kl1",
+    "p_kl2",
+    "p_kl3",
+    "p_kl4",
+    "kl_grade",
+    "p_koa",
+    "model_version",
+    "weights_sha256",
+    "preprocess_version",
+    "run_id",
+    "scored_at",
+    "input_mean",
+    "input_std",
+}
