@@ -3,8 +3,8 @@
 The nightly flow (LocalCluster, one temporary Prefect server, as ``koa score`` runs it) over
 N uncompressed bilateral films (0.15 mm, about 2,900 x 2,300 px, two knees each) and over N
 uncompressed 2,048 px one-knee images, in a temporary ``KOA_HOME`` with an untrained default
-grader (speed does not depend on its weights) and a localizer trained for the run on 60
-synthetic films (it must find the knees, or they would be quarantined, not timed). Printed:
+grader (speed does not depend on its weights) and the demo's localizer trained for the run
+(it must find the knees, or they would be quarantined, not timed). Printed:
 films/s steady for each, their ratio (target >= 0.6), the localizer's share of per-film task
 time (target <= 20 %), and the same bilateral night again with heatmaps, prediction sets and
 SR/SC delivered to a folder, as a ratio of wall time (target <= 1.25).
@@ -50,16 +50,17 @@ def render_bilateral(out: Path, n: int) -> list[Path]:
 
 
 def champion_localizer(home: Path) -> Path:
-    """Train a localizer on 60 films, make it champion; its folder."""
+    """Train the demo's localizer (200 films), make it champion; its folder."""
     from koa_core.localize.labels import read_film_labels
     from koa_core.localize.train import train_localizer
-    from koa_core.localize.train_config import LocalizerTrainConfig
     from koa_core.phantom import write_films
     from koa_core.registry import LocalizerRegistry
+    from koa_core.workflows import demo
 
-    write_films(home / "loc-films", 60, "mixed", seed=5, spacing_mm=0.6)
-    films = read_film_labels(home / "loc-films", home / "loc-films" / "labels.csv")
-    trained = train_localizer(films, LocalizerTrainConfig(epochs=16, threads=1))
+    films_dir = home / "loc-films"
+    write_films(films_dir, demo.DEMO_LOCALIZER_FILMS, "mixed", 11, spacing_mm=0.6)
+    films = read_film_labels(films_dir, films_dir / "labels.csv")
+    trained = train_localizer(films, demo.DEMO_LOCALIZER)
     registry = LocalizerRegistry()
     version = registry.register(trained.save(home / "loc-run"))
     registry.force_champion(version, reason="benchmark")
