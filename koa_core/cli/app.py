@@ -214,7 +214,7 @@ def preview(
     from koa_core.workflows.preview import preview_film
 
     shown = preview_film(path, out)
-    console.print(f"wrote {out}: {shown.summary()}")
+    _say(f"wrote {out}: {shown.summary()}")
 
 
 def _champion_input_size() -> int | None:

@@ -140,6 +140,7 @@ def test_demo_prints_a_short_summary_and_a_query_that_runs_as_printed() -> None:
     )
     assert printed.returncode == 0, printed.stderr
     assert "kl_grade" in printed.stdout and "mean_p_koa" in printed.stdout
-    # duckdb's box rows: │ kl_grade │ images │ mean_p_koa │ (a header, the types, one per grade)
-    cells = [row.split("│")[1:4] for row in printed.stdout.splitlines() if row.count("│") == 4]
-    assert sum(int(images) for _, images, _ in cells if images.strip().isdigit()) == len(files)
+    # duckdb's box rows: │ kl_grade │ knees │ films │ mean_p_koa │ (header, types, one per grade)
+    cells = [row.split("│")[1:5] for row in printed.stdout.splitlines() if row.count("│") == 5]
+    # One-knee images: a knee per file.
+    assert sum(int(knees) for _, knees, _, _ in cells if knees.strip().isdigit()) == len(files)

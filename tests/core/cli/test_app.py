@@ -109,7 +109,7 @@ def test_preview_writes_the_model_input(
         if pydicom.dcmread(p, stop_before_pixels=True).ImageLaterality == laterality
     )
     out = tmp_path / "preview.png"
-    output = _koa("preview", str(source), "--out", str(out), "--size", "128")
+    output = _koa("preview", str(source), "--out", str(out), "--roi", "--size", "128")
     image = np.asarray(Image.open(out))
     assert image.shape == (128, 128) and image.dtype == np.uint8
     assert image.std() > 10
@@ -123,7 +123,7 @@ def test_preview_without_a_size_shows_what_the_champion_is_fed(
 
     register_tiny_champion(96)
     out = tmp_path / "preview.png"
-    _koa("preview", str(next(nightly_batch.rglob("*.dcm"))), "--out", str(out))
+    _koa("preview", str(next(nightly_batch.rglob("*.dcm"))), "--out", str(out), "--roi")
     assert np.asarray(Image.open(out)).shape == (96, 96)
 
 
@@ -159,3 +159,20 @@ def test_score_without_a_champion_localizer_stops_before_reading_any_file(
     (line,) = [text for text in child.stderr.splitlines() if text.strip()]
     assert "no champion localizer" in line and "koa train-localizer" in line
     assert not (koa_home / "runs").exists() and not (koa_home / "logs").exists()
+
+
+def test_preview_of_a_bilateral_film_draws_both_knees(
+    tmp_path: Path, champion_localizer: str
+) -> None:
+    from koa_core.phantom import film_dataset, render_film, save_dicom
+    from tests.flows.models import register_tiny_champion
+
+    register_tiny_champion(64)
+    film = render_film("bilateral", 8, spacing_mm=0.6)
+    ds = film_dataset(film, key=("preview",), patient_id="P8", study_date=date(2026, 11, 30))
+    save_dicom(ds, tmp_path / "film.dcm")
+    out = tmp_path / "preview.png"
+    output = _koa("preview", str(tmp_path / "film.dcm"), "--out", str(out))
+    assert "R knee: KL" in output and "L knee: KL" in output
+    picture = np.asarray(Image.open(out))
+    assert picture.ndim == 3 and picture.shape[1] > picture.shape[0] * 0.8

@@ -127,8 +127,12 @@ def test_rows_name_inputs_in_the_batch_without_their_patients(night: dict[str, A
 def test_accounting_names_inputs_missing_or_written_twice(night: dict[str, Any]) -> None:
     ledger = NightLedger(RUN, _listing(night), SETTINGS, Redactor(SECRET))
     first, second, *_ = night["manifest"]
+    # Two rows of one input (two knees of a film) make one record with both reasons.
     ledger.quarantine([{**first, "reasons": "x"}, {**first, "reasons": "y"}], "manifest")
-    with pytest.raises(AccountingError, match=r"3 input\(s\) neither .* 1 written more than once"):
+    ledger.quarantine([{**first, "reasons": "z"}], "predictions")
+    (record,) = ledger.quarantined
+    assert (record.reasons, record.stage) == ("x;y", "manifest")
+    with pytest.raises(AccountingError, match=r"3 input\(s\) neither .* 0 written more than once"):
         ledger.account()
     assert second["origin"] not in {q.origin for q in ledger.quarantined}
 
