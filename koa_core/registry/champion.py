@@ -23,6 +23,7 @@ from typing import Any
 from filelock import FileLock
 
 from koa_core.errors import CorruptCheckpointError
+from koa_core.registry.policy import PromotionDecision
 from koa_core.storage.files import append_json_line, atomic_write_json, read_json_lines
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,25 @@ class PromotionRecord:
     policy: Mapping[str, float] | None
     below_floor: bool = False
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @classmethod
+    def of_rule(
+        cls,
+        challenger: str,
+        champion: str | None,
+        decision: PromotionDecision,
+        policy: Mapping[str, float],
+    ) -> PromotionRecord:
+        """The record of a decision a promotion rule took (not forced)."""
+        return cls(
+            challenger,
+            champion,
+            promoted=decision.promote,
+            forced=False,
+            reason=decision.reason,
+            policy=policy,
+            below_floor=decision.below_floor,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -142,15 +142,7 @@ class ModelRegistry(VersionRegistry):
             decision = self._refusal(found.version, current, compared_with) or should_promote(
                 None if current is None else champion_metrics, challenger_metrics, policy
             )
-            record = PromotionRecord(
-                found.version,
-                current,
-                promoted=decision.promote,
-                forced=False,
-                reason=decision.reason,
-                policy=policy.to_dict(),
-                below_floor=decision.below_floor,
-            )
+            record = PromotionRecord.of_rule(found.version, current, decision, policy.to_dict())
             self.pointer.decide(record)
         return record
 

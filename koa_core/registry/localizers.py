@@ -130,15 +130,7 @@ class LocalizerRegistry(VersionRegistry):
                 decision = PromotionDecision(False, f"{found.version} is already the champion")
             else:
                 decision = should_promote_localizer(found.metrics.get(VALIDATION, {}), policy)
-            record = PromotionRecord(
-                found.version,
-                current,
-                promoted=decision.promote,
-                forced=False,
-                reason=decision.reason,
-                policy=policy.to_dict(),
-                below_floor=decision.below_floor,
-            )
+            record = PromotionRecord.of_rule(found.version, current, decision, policy.to_dict())
             self.pointer.decide(record)
         return record
 
