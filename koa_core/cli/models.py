@@ -113,6 +113,20 @@ def _fit_budget(config: TrainConfig, dataset: KLDataset, budget_s: float) -> Tra
     return replace(config, epochs=epochs)
 
 
+def _training_set(data: Path, labels: Path | None, config: Any, progress: Progress) -> Any:
+    """Knee ROI files as they are, or, for a joint table with grades, the champion
+    localizer's ROIs of the films it labels."""
+    from koa_core.evaluation.evaluate import load_for_card
+    from koa_core.workflows.film_dataset import is_film_table, load_film_dataset
+
+    if labels is not None and is_film_table(labels):
+        from koa_core.registry import champion_localizer
+
+        localizer = champion_localizer()
+        return load_film_dataset(data, labels, config.input_size, localizer.path)
+    return load_for_card(data, config.card(), labels, _load_progress(progress))
+
+
 def train_command(
     data: Annotated[Path, typer.Option(help="Dataset folder (image folders or labels table).")],
     labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
@@ -137,7 +151,6 @@ def train_command(
     ] = None,
 ) -> None:
     """Train a KL-grading model, register it, evaluate it on val and test; optionally promote."""
-    from koa_core.evaluation.evaluate import load_for_card
     from koa_core.training.config import TrainConfig
     from koa_core.workflows.challenger import promote_challenger, train_challenger
 
@@ -162,7 +175,7 @@ def train_command(
         raise typer.BadParameter(str(error)) from error
     with clear_errors():
         with progress_bar(err, status=True, transient=True, eta=True) as progress:
-            dataset = load_for_card(data, config.card(), labels, _load_progress(progress))
+            dataset = _training_set(data, labels, config, progress)
             if budget_minutes is not None:
                 config = _fit_budget(
                     config, dataset, budget_minutes * 60 - (time.monotonic() - started)
