@@ -76,7 +76,7 @@ def _run() -> dict[str, Any]:
     return nightly_scoring(batch_date=BATCH_DATE)
 
 
-def test_a_night_of_films_scores_every_knee_once_with_its_side_and_grade(
+def test_a_night_of_films_scores_every_knee_once_and_delivers_its_results(
     night: dict[str, Any],
 ) -> None:
     summary = _run()
@@ -104,15 +104,15 @@ def test_a_night_of_films_scores_every_knee_once_with_its_side_and_grade(
     assert all(reasons.values())
     assert summary["n_films_scored"] == len(truth)
     assert summary["n_scored"] == sum(len(film.knees) for film in truth.values())
+    _assert_one_sr_and_sc_per_film_holding_its_rows(night["outbox"])
 
 
-def test_each_film_gets_one_sr_and_one_sc_holding_its_rows(night: dict[str, Any]) -> None:
-    _run()
+def _assert_one_sr_and_sc_per_film_holding_its_rows(outbox: Path) -> None:
     scores = results.read_table(results.SCORES, get_settings().results_dir, BATCH_DATE)
-    delivered = [pydicom.dcmread(path) for path in night["outbox"].rglob("*.dcm")]
+    delivered = [pydicom.dcmread(path) for path in outbox.rglob("*.dcm")]
     reports = {str(ds.SOPInstanceUID): ds for ds in delivered if ds.Modality == "SR"}
     captures = [ds for ds in delivered if ds.Modality != "SR"]
-    films = {row["sop_instance_uid"]: row for row in scores.to_pylist()}
+    films = {row["sop_instance_uid"] for row in scores.to_pylist()}
     assert len(reports) == len(captures) == len(films)
     for row in scores.to_pylist():
         report = reports[row["sr_sop_instance_uid"]]
@@ -121,11 +121,9 @@ def test_each_film_gets_one_sr_and_one_sc_holding_its_rows(night: dict[str, Any]
         assert (knee.kl_grade, knee.refer) == (row["kl_grade"], row["refer"])
         assert knee.p_koa == pytest.approx(row["p_koa"], abs=1e-4)
         assert list(knee.grade_set) == row["grade_set"]
-    _run()  # a re-run replaces: the same UIDs, one SR and one SC per film
-    again = {path.name for path in night["outbox"].rglob("*.dcm")}
-    assert len(again) == 2 * len(films)
     deliveries = results.read_table(results.DELIVERIES, get_settings().results_dir, BATCH_DATE)
     assert set(deliveries["status"].to_pylist()) == {"delivered"}
+    assert deliveries.num_rows == 2 * len(films)
 
 
 def test_a_night_delivered_to_a_real_orthanc_reads_back_as_its_rows(
