@@ -81,12 +81,22 @@ def localizer_ms(film: Path, localizer_dir: Path) -> float:
     return 1e3 * median_seconds(lambda: find_knees(radiograph.pixels, spacing, localizer), 9)
 
 
+WORKER_TASKS = ("prepare", "score", "keep_results")
+
+
 def _per_file_ms(run: dict[str, Any]) -> float:
-    return 1e3 * sum(run["task_s_per_image"].get(name, 0.0) for name in ("prepare", "score"))
+    return 1e3 * sum(run["task_s_per_image"].get(name, 0.0) for name in WORKER_TASKS)
 
 
 def _row(name: str, run: dict[str, Any]) -> list[str]:
-    return [name, f"{run['steady_img_s']:.1f}", f"{run['wall_s']:.1f}", f"{_per_file_ms(run):.0f}"]
+    tasks = run["task_s_per_image"]
+    each = ", ".join(f"{task} {1e3 * tasks[task]:.0f}" for task in WORKER_TASKS if task in tasks)
+    return [
+        name,
+        f"{run['steady_img_s']:.1f}",
+        f"{run['wall_s']:.1f}",
+        f"{_per_file_ms(run):.0f} ({each})",
+    ]
 
 
 def report(runs: dict[str, dict[str, Any]], share: float, n: int) -> None:

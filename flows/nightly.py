@@ -24,12 +24,14 @@ from flows.redaction import redacted_logs
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
 from koa_core.config import Settings, get_settings
+from koa_core.delivery.deliver import instances_dir
 from koa_core.delivery.findings import Algorithm
 from koa_core.delivery.ledger import DELIVERED
 from koa_core.errors import BatchFailedError, KoaError
 from koa_core.pipeline.chunks import chunked, ramped
 from koa_core.pipeline.commit import NightSummary, commit_night
-from koa_core.pipeline.deliver_night import algorithm_of, deliver_night
+from koa_core.pipeline.deliver_night import Built, algorithm_of, deliver_night
+from koa_core.pipeline.film_results import keep_film_results
 from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest, with_sha256
 from koa_core.pipeline.prepare import LOCALIZE, READ, PreparedChunk, prepare_chunk
@@ -131,6 +133,25 @@ def score(prepared: Sealed[PreparedChunk], models: ChunkModels, redactor: Redact
         return Sealed(rows)
 
 
+@dataclass(frozen=True)
+class ResultsPlan:
+    """How the scoring workers build each film's SR and SC: whose, for which run, where."""
+
+    algorithm: Algorithm
+    run_id: str
+    folder: str
+
+
+@task
+def keep_results(
+    scored: Sealed[Rows], plan: ResultsPlan, redactor: Redactor
+) -> Sealed[dict[str, Any]]:
+    """Build and keep the SR and SC of one scored chunk's films (on a Dask worker)."""
+    with redacted_logs(redactor):
+        built = keep_film_results(scored.value, plan.algorithm, plan.run_id, Path(plan.folder))
+        return Sealed(dict(built))
+
+
 def _run_id() -> str:
     return str(flow_run.get_id() or uuid4())
 
@@ -193,11 +214,15 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
             heatmaps=settings.deliver_to is not None,
             tta=settings.scoring_tta,
         )
-        docs_path = _process(settings, ledger, listing, run_dir, models)
+        plan = None
+        if settings.deliver_to is not None:
+            folder = instances_dir(settings.runs_dir, day, run.run_id)
+            plan = ResultsPlan(algorithm_of(version, localizer), run.run_id, str(folder))
+        docs_path, built = _process(settings, ledger, listing, run_dir, models, plan)
         summary = commit_night(ledger, settings, started, docs_path)
         _report(summary, ledger)
         if settings.deliver_to is not None:
-            _deliver(ledger, algorithm_of(version, localizer), settings, settings.deliver_to)
+            _deliver(ledger, built, settings, settings.deliver_to)
     cleanup_staging(staging_dir_for(day, settings), keep=settings.keep_staged_files)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     if summary.failed:
@@ -205,11 +230,9 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
     return summary.to_dict()
 
 
-def _deliver(
-    ledger: NightLedger, algorithm: Algorithm, settings: Settings, destination: str
-) -> None:
+def _deliver(ledger: NightLedger, built: Built, settings: Settings, destination: str) -> None:
     """Send the committed night's SRs and SCs; failures are recorded, never raised."""
-    records = deliver_night(ledger, algorithm, settings, destination)
+    records = deliver_night(ledger, built, settings, destination)
     failed = [record for record in records if record.status != DELIVERED]
     get_run_logger().info(
         "batch %s: %d DICOM results delivered, %d failed%s",
@@ -241,8 +264,14 @@ def _process(
     listing: BatchListing,
     run_dir: Path,
     models: ChunkModels,
-) -> Path | None:
-    """Check, prepare and score the night's files into ``ledger``; return the Data Docs path."""
+    plan: ResultsPlan | None,
+) -> tuple[Path | None, Built]:
+    """Check, prepare and score the night's files into ``ledger``.
+
+    Returns:
+        The Data Docs path, and per DICOM film the SR and SC the workers kept (when
+        ``plan`` asks for them).
+    """
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
     header_chunks = read_headers.map(list(chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
@@ -257,14 +286,17 @@ def _process(
     ledger.quarantine(with_sha256(checked.quarantined_rows()), "manifest")
     chunks = list(ramped(checked.passed_rows(), settings.chunk_size, FIRST_CHUNK))
     scored: Rows = []
+    built: dict[str, Any] = {}
     scratch = run_dir / "inputs"
-    for prepared, scored_chunk in _run_chunks(settings, chunks, scratch, models):
+    for futures in _run_chunks(settings, chunks, scratch, models, plan):
         for stage in (READ, LOCALIZE):
-            failures = prepared.result().value.failures
+            failures = futures.prepared.result().value.failures
             ledger.quarantine([row for row in failures if row["stage"] == stage], stage)
-        scored += scored_chunk.result().value
+        scored += futures.scored.result().value
+        if futures.results is not None:
+            built.update(futures.results.result().value)
     _check_scores(ledger, scored)
-    return checked.docs_path
+    return checked.docs_path, built
 
 
 def _check_scores(ledger: NightLedger, scored: Rows) -> None:
@@ -310,9 +342,27 @@ class _Progress:
         )
 
 
+@dataclass(frozen=True)
+class ChunkFutures:
+    """One chunk's tasks: prepared, scored, and (when delivering) its films' results."""
+
+    prepared: PrefectFuture[Sealed[PreparedChunk]]
+    scored: PrefectFuture[Sealed[Rows]]
+    results: PrefectFuture[Sealed[dict[str, Any]]] | None
+
+    @property
+    def last(self) -> PrefectFuture[Any]:
+        """The chunk's final task: once it finishes, the chunk is settled."""
+        return self.results if self.results is not None else self.scored
+
+
 def _run_chunks(
-    settings: Settings, chunks: list[Rows], scratch: Path, models: ChunkModels
-) -> list[tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]]:
+    settings: Settings,
+    chunks: list[Rows],
+    scratch: Path,
+    models: ChunkModels,
+    plan: ResultsPlan | None,
+) -> list[ChunkFutures]:
     """Prepare then score each chunk on Dask, keeping only a few chunks ahead of the workers.
 
     Submitting every chunk up front cost ~0.3 s of Prefect work per chunk on the flow's
@@ -323,20 +373,25 @@ def _run_chunks(
     """
     progress = _Progress([len(chunk) for chunk in chunks])
     in_flight_limit = CHUNKS_PER_THREAD * _cluster_threads()
-    pairs: list[tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]] = []
+    submitted: list[ChunkFutures] = []
     for index, chunk in enumerate(chunks):
         if index - progress.settled >= in_flight_limit:
             progress.wait_for_one()
-        pairs.append(_submit_chunk(settings, chunk, index, scratch, models))
-        progress.watch(pairs[-1][1], index)
+        submitted.append(_submit_chunk(settings, chunk, index, scratch, models, plan))
+        progress.watch(submitted[-1].last, index)
     while progress.settled < len(chunks):
         progress.wait_for_one()
-    return pairs
+    return submitted
 
 
 def _submit_chunk(
-    settings: Settings, chunk: Rows, index: int, scratch: Path, models: ChunkModels
-) -> tuple[PrefectFuture[Sealed[PreparedChunk]], PrefectFuture[Sealed[Rows]]]:
+    settings: Settings,
+    chunk: Rows,
+    index: int,
+    scratch: Path,
+    models: ChunkModels,
+    plan: ResultsPlan | None,
+) -> ChunkFutures:
     # The chunk's own patients only: a worker compiles (and is sent) a small redactor.
     redactor = Redactor(site_secret(settings))
     redactor.learn_rows(chunk)
@@ -346,7 +401,11 @@ def _submit_chunk(
         # A future stands in for its result; Prefect's stubs only accept the result type.
         upstream: Any = prepared
         scored = score.submit(upstream, models, redactor)
-    return prepared, scored
+    results = None
+    if plan is not None:
+        scored_rows: Any = scored
+        results = keep_results.submit(scored_rows, plan, redactor)
+    return ChunkFutures(prepared, scored, results)
 
 
 def _cluster_threads() -> int:

@@ -18,13 +18,11 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from koa_core.config import Settings, get_settings
 from koa_core.delivery import uids
@@ -49,20 +47,14 @@ Sleep = Callable[[float], None]
 
 @dataclass(frozen=True)
 class Instance:
-    """One built result waiting to be sent: the dataset and its Part 10 bytes."""
+    """One built result, kept in its run's folder until it is sent (and after)."""
 
     kind: str
     run_id: str
     source_sop_instance_uid: str
-    dataset: Dataset
-    data: bytes
-
-    @classmethod
-    def of(cls, kind: str, run_id: str, source: str, dataset: Dataset) -> Instance:
-        """Encode ``dataset`` once: the kept file and an outbox get the same bytes."""
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-        return cls(kind, run_id, source, dataset, buffer.getvalue())
+    study_instance_uid: str
+    sop_instance_uid: str
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -70,7 +62,7 @@ class _Outcome:
     status: str
     attempts: int
     error: str | None
-    delivered_at: datetime | None
+    delivered_at: datetime | None = None
     gave_up: bool = False  # every try failed transiently: the destination looks down
 
 
@@ -79,17 +71,23 @@ def instances_dir(runs_dir: Path, batch_date: date, run_id: str) -> Path:
     return runs_dir / batch_date.isoformat() / run_id / DELIVERIES_DIR
 
 
-def build_instances(film: FilmFindings, run_id: str) -> list[Instance]:
-    """The SR and the SC of one film.
+def keep_instances(film: FilmFindings, run_id: str, folder: Path) -> list[Instance]:
+    """Build the SR and the SC of one film and keep their Part 10 files in ``folder``.
 
     Raises:
         ResultBuildError: Findings or a header that cannot be written as DICOM.
+        OutputWriteError: A kept file could not be written.
     """
     source = str(film.source.SOPInstanceUID)
-    return [
-        Instance.of(uids.SR, run_id, source, build_report(film)),
-        Instance.of(uids.SC, run_id, source, build_capture(film)),
-    ]
+    kept = []
+    for kind, dataset in ((uids.SR, build_report(film)), (uids.SC, build_capture(film))):
+        sop = str(dataset.SOPInstanceUID)
+        path = folder / f"{sop}.dcm"
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+        _keep(path, buffer.getvalue())
+        kept.append(Instance(kind, run_id, source, str(dataset.StudyInstanceUID), sop, path))
+    return kept
 
 
 def deliver_findings(
@@ -119,11 +117,45 @@ def deliver_findings(
         OutputWriteError: An instance or the ``deliveries`` table could not be written.
     """
     settings = settings or get_settings()
-    instances = [item for film in findings for item in build_instances(film, run_id)]
     folder = instances_dir(settings.runs_dir, batch_date, run_id)
+    kept = [item for film in findings for item in keep_instances(film, run_id, folder)]
+    return send_instances(kept, destination, batch_date, settings, sleep)
+
+
+def send_instances(
+    instances: Sequence[Instance],
+    destination: str,
+    batch_date: date,
+    settings: Settings,
+    sleep: Sleep = time.sleep,
+) -> list[DeliveryRecord]:
+    """Send kept instances and record every outcome in ``deliveries``.
+
+    A kept file that cannot be read is recorded as failed with zero attempts: that night
+    must be scored again.
+
+    Raises:
+        OutputWriteError: The ``deliveries`` table could not be written.
+    """
+    opened = open_destination(destination)
+    records: list[DeliveryRecord] = []
+    down: str | None = None  # set once the destination has used up one instance's retries
     for instance in instances:
-        _keep(folder / f"{instance.dataset.SOPInstanceUID}.dcm", instance.data)
-    return _send_all(instances, open_destination(destination), batch_date, settings, sleep)
+        try:
+            data = instance.path.read_bytes()
+        except OSError as exc:
+            error = f"kept instance unreadable: {exc}"
+            records.append(_record(instance, opened.label, batch_date, _Outcome(FAILED, 0, error)))
+            continue
+        if down is None:
+            outcome = _send_one(opened, instance, data, settings, sleep)
+            if outcome.gave_up:
+                down = f"not attempted: {opened.label} unreachable ({outcome.error})"
+        else:
+            outcome = _Outcome(FAILED, 0, down)
+        records.append(_record(instance, opened.label, batch_date, outcome))
+    record_deliveries(records, settings.results_dir)
+    return records
 
 
 def redeliver_failed(
@@ -153,27 +185,66 @@ def redeliver_failed(
     target = destination or settings.deliver_to
     if not target:
         raise DeliveryError("no destination: pass one or set KOA_DELIVER_TO")
-    opened = open_destination(target)
     failed = [
         record
         for record in latest_outcomes(read_deliveries(settings.results_dir, batch_date))
         if record.status == FAILED
     ]
-    instances, missing = [], []
-    for record in failed:
-        kept = instances_dir(settings.runs_dir, batch_date, record.run_id)
-        path = kept / f"{record.sop_instance_uid}.dcm"
-        try:
-            data = path.read_bytes()
-            dataset = pydicom.dcmread(io.BytesIO(data))
-        except (OSError, InvalidDicomError) as exc:
-            missing.append(_missing(record, opened.label, f"kept instance unreadable: {exc}"))
-            continue
-        source = record.source_sop_instance_uid
-        instances.append(Instance(record.kind, record.run_id, source, dataset, data))
-    sent = _send_all(instances, opened, batch_date, settings, sleep)
-    record_deliveries(missing, settings.results_dir)
-    return sent + missing
+    instances = [
+        Instance(
+            record.kind,
+            record.run_id,
+            record.source_sop_instance_uid,
+            record.study_instance_uid,
+            record.sop_instance_uid,
+            instances_dir(settings.runs_dir, batch_date, record.run_id)
+            / f"{record.sop_instance_uid}.dcm",
+        )
+        for record in failed
+    ]
+    return send_instances(instances, target, batch_date, settings, sleep)
+
+
+@dataclass(frozen=True)
+class Unbuilt:
+    """A scored film whose SR and SC could not be built, and why."""
+
+    run_id: str
+    source_sop_instance_uid: str
+    study_instance_uid: str
+    model_version: str
+    error: str
+
+
+def record_unbuilt(
+    films: Sequence[Unbuilt], destination: str, batch_date: date, settings: Settings
+) -> list[DeliveryRecord]:
+    """Record the SR and SC of each film in ``films`` as failed with zero attempts, under
+    the UIDs they would have had, so that ``deliveries`` shows every scored film."""
+    label = open_destination(destination).label
+    now = datetime.now(UTC)
+    records = [
+        DeliveryRecord(
+            batch_date=batch_date,
+            run_id=film.run_id,
+            source_sop_instance_uid=film.source_sop_instance_uid,
+            study_instance_uid=film.study_instance_uid,
+            sop_instance_uid=str(
+                uids.instance_uid(kind, film.source_sop_instance_uid, film.model_version)
+            ),
+            kind=kind,
+            destination=label,
+            status=FAILED,
+            attempts=0,
+            error=f"not built: {film.error}",
+            delivered_at=None,
+            recorded_at=now,
+        )
+        for film in films
+        for kind in (uids.SR, uids.SC)
+    ]
+    record_deliveries(records, settings.results_dir)
+    return records
 
 
 def _keep(path: Path, data: bytes) -> None:
@@ -183,44 +254,23 @@ def _keep(path: Path, data: bytes) -> None:
         raise OutputWriteError(path, str(exc)) from exc
 
 
-def _send_all(
-    instances: Sequence[Instance],
-    destination: Destination,
-    batch_date: date,
-    settings: Settings,
-    sleep: Sleep,
-) -> list[DeliveryRecord]:
-    records: list[DeliveryRecord] = []
-    down: str | None = None  # set once the destination has used up one instance's retries
-    for instance in instances:
-        if down is None:
-            outcome = _send_one(destination, instance, settings, sleep)
-            if outcome.gave_up:
-                down = f"not attempted: {destination.label} unreachable ({outcome.error})"
-        else:
-            outcome = _Outcome(FAILED, 0, down, None)
-        records.append(_record(instance, destination.label, batch_date, outcome))
-    record_deliveries(records, settings.results_dir)
-    return records
-
-
 def _send_one(
-    destination: Destination, instance: Instance, settings: Settings, sleep: Sleep
+    destination: Destination, instance: Instance, data: bytes, settings: Settings, sleep: Sleep
 ) -> _Outcome:
     """Up to ``1 + deliver_retries`` tries; only ``TransientDeliveryError`` is retried."""
     error = ""
     for attempt in range(1, settings.deliver_retries + 2):
         try:
-            destination.send(instance.dataset, instance.data)
+            destination.send(instance.study_instance_uid, instance.sop_instance_uid, data)
         except TransientDeliveryError as exc:
             error = str(exc)
             if attempt <= settings.deliver_retries:
                 sleep(settings.deliver_backoff_s * 2 ** (attempt - 1))
             continue
         except DeliveryError as exc:
-            return _Outcome(FAILED, attempt, str(exc), None)
+            return _Outcome(FAILED, attempt, str(exc))
         return _Outcome(DELIVERED, attempt, None, datetime.now(UTC))
-    return _Outcome(FAILED, settings.deliver_retries + 1, error, None, gave_up=True)
+    return _Outcome(FAILED, settings.deliver_retries + 1, error, gave_up=True)
 
 
 def _record(
@@ -230,24 +280,13 @@ def _record(
         batch_date=batch_date,
         run_id=instance.run_id,
         source_sop_instance_uid=instance.source_sop_instance_uid,
-        study_instance_uid=str(instance.dataset.StudyInstanceUID),
-        sop_instance_uid=str(instance.dataset.SOPInstanceUID),
+        study_instance_uid=instance.study_instance_uid,
+        sop_instance_uid=instance.sop_instance_uid,
         kind=instance.kind,
         destination=destination,
         status=outcome.status,
         attempts=outcome.attempts,
         error=outcome.error,
         delivered_at=outcome.delivered_at,
-        recorded_at=datetime.now(UTC),
-    )
-
-
-def _missing(record: DeliveryRecord, destination: str, error: str) -> DeliveryRecord:
-    return replace(
-        record,
-        destination=destination,
-        attempts=0,
-        error=error,
-        delivered_at=None,
         recorded_at=datetime.now(UTC),
     )

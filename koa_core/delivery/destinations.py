@@ -9,14 +9,16 @@ without user or password, or the outbox's absolute path.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
-from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from koa_core.errors import DeliveryError, OutputWriteError, TransientDeliveryError
@@ -41,7 +43,7 @@ class Destination(Protocol):
     @property
     def label(self) -> str: ...
 
-    def send(self, dataset: Dataset, data: bytes) -> None: ...
+    def send(self, study_instance_uid: str, sop_instance_uid: str, data: bytes) -> None: ...
 
 
 def open_destination(target: str, timeout_s: float = HTTP_TIMEOUT_S) -> Destination:
@@ -65,8 +67,8 @@ class Outbox:
     def label(self) -> str:
         return str(self.folder)
 
-    def send(self, dataset: Dataset, data: bytes) -> None:
-        study, sop = str(dataset.StudyInstanceUID), str(dataset.SOPInstanceUID)
+    def send(self, study_instance_uid: str, sop_instance_uid: str, data: bytes) -> None:
+        study, sop = study_instance_uid, sop_instance_uid
         if not (UID(study).is_valid and UID(sop).is_valid):
             # The UIDs become path components: never let one climb out of the outbox.
             raise DeliveryError(f"invalid UID for an outbox path: {study!r} / {sop!r}")
@@ -105,8 +107,9 @@ class DicomWebDestination:
     def label(self) -> str:
         return self.url
 
-    def send(self, dataset: Dataset, data: bytes) -> None:
-        try:  # dicomweb-client encodes the dataset itself
+    def send(self, study_instance_uid: str, sop_instance_uid: str, data: bytes) -> None:
+        try:  # dicomweb-client takes datasets and encodes them itself
+            dataset = pydicom.dcmread(io.BytesIO(data))
             response = self.client.store_instances(datasets=[dataset])
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
@@ -118,6 +121,8 @@ class DicomWebDestination:
             raise TransientDeliveryError(f"STOW-RS {self.url}: {detail}") from exc
         except requests.RequestException as exc:
             raise DeliveryError(f"STOW-RS {self.url}: {exc}") from exc
+        except InvalidDicomError as exc:
+            raise DeliveryError(f"kept instance unreadable: {exc}") from exc
         failed = response.get("FailedSOPSequence") if response is not None else None
         if failed:
             reason = failed[0].get("FailureReason")

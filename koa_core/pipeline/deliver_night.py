@@ -1,7 +1,10 @@
 """Send a committed night's results back to the PACS: one SR and one SC per scored film.
 
-Runs after the Parquet commit, so whatever happens here never changes a score: a film whose
-results cannot be built or sent is recorded in ``deliveries`` (status, attempts, error) and
+The scoring workers built and kept every film's SR and SC beside its scores
+(``film_results.keep_film_results``); this runs after the Parquet commit, so whatever
+happens here never changes a score. The results of films the night scored are sent; those
+of films its checks quarantined after scoring are deleted unsent. A film whose results
+could not be built or sent is recorded in ``deliveries`` (status, attempts, error) and
 ``koa deliver --batch-date D`` sends it again. Only DICOM films get results (a PNG has no
 study to put them in).
 """
@@ -9,21 +12,21 @@ study to put them in).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections.abc import Mapping
 from importlib.metadata import version as package_version
-from pathlib import Path
 
 from koa_core.config import Settings
-from koa_core.delivery.deliver import deliver_findings
-from koa_core.delivery.findings import Algorithm, FilmFindings
+from koa_core.delivery.deliver import Instance, Unbuilt, record_unbuilt, send_instances
+from koa_core.delivery.findings import Algorithm
 from koa_core.delivery.ledger import DeliveryRecord
 from koa_core.errors import KoaError
-from koa_core.pipeline.film_results import ScoredKnee, film_findings
-from koa_core.pipeline.ledger import NightLedger, ScoreRecord
+from koa_core.pipeline.ledger import NightLedger
 from koa_core.registry.store import ModelVersion
 
 log = logging.getLogger(__name__)
 ALGORITHM_NAME = "koa knee KL grader"
+Built = Mapping[str, list[Instance] | str]
+"""Per film (origin): its kept SR and SC, or why they could not be built."""
 
 
 def algorithm_of(grader: ModelVersion, localizer: ModelVersion) -> Algorithm:
@@ -38,46 +41,44 @@ def algorithm_of(grader: ModelVersion, localizer: ModelVersion) -> Algorithm:
     )
 
 
-def _scored_knee(record: ScoreRecord, row: dict[str, object]) -> ScoredKnee:
-    heatmap = record.heatmap
-    return ScoredKnee.of_row(
-        {
-            **row,
-            "roi_box": record.knee.box,
-            "heatmap_path": heatmap[0] if heatmap else None,
-            "heatmap_index": heatmap[1] if heatmap else None,
-        }
-    )
-
-
-def night_findings(ledger: NightLedger, algorithm: Algorithm) -> list[FilmFindings]:
-    """The findings of every scored DICOM film of the night, read from its file."""
-    names = ledger.source_paths()
-    films: dict[str, list[ScoredKnee]] = defaultdict(list)
-    for record in ledger.scores:
-        if record.file_format == "dicom" and record.sop_instance_uid:
-            row = record.to_row(ledger.run, names[record.origin])
-            films[record.origin].append(_scored_knee(record, row))
-    return [film_findings(Path(origin), knees, algorithm) for origin, knees in films.items()]
-
-
 def deliver_night(
-    ledger: NightLedger, algorithm: Algorithm, settings: Settings, destination: str
+    ledger: NightLedger, built: Built, settings: Settings, destination: str
 ) -> list[DeliveryRecord]:
-    """Build, keep and send the night's results; every outcome goes to ``deliveries``.
+    """Send the kept results of the night's scored films; every outcome goes to ``deliveries``.
 
-    A koa error (a result that cannot be built, the table that cannot be written) is
-    logged, not raised: the night's scores are committed already and stay as they are.
+    A koa error (the table that cannot be written) is logged, not raised: the night's
+    scores are committed already and stay as they are.
     """
+    scored = {record.origin: record for record in ledger.scores}
+    instances: list[Instance] = []
+    unbuilt: list[Unbuilt] = []
+    for origin, results in built.items():
+        if origin not in scored:
+            _drop(results)
+        elif isinstance(results, str):
+            log.error("the results of a film could not be built: %s", results)
+            record = scored[origin]
+            unbuilt.append(
+                Unbuilt(
+                    ledger.run.run_id,
+                    str(record.sop_instance_uid),
+                    str(record.study_instance_uid),
+                    ledger.run.model_version,
+                    results,
+                )
+            )
+        else:
+            instances += results
+    day = ledger.run.batch_date
     try:
-        findings = night_findings(ledger, algorithm)
-        return deliver_findings(
-            findings,
-            destination,
-            batch_date=ledger.run.batch_date,
-            run_id=ledger.run.run_id,
-            settings=settings,
-        )
+        sent = send_instances(instances, destination, day, settings)
+        return sent + record_unbuilt(unbuilt, destination, day, settings)
     except KoaError as error:
-        log.error("delivery of %s failed: %s", ledger.run.batch_date, error)
+        log.error("delivery of %s failed: %s", day, error)
         return []
+
+
+def _drop(results: list[Instance] | str) -> None:
+    """Delete the kept results of a film the night did not score: they must never be sent."""
+    for instance in results if not isinstance(results, str) else []:
+        instance.path.unlink(missing_ok=True)

@@ -1,13 +1,16 @@
 """A scored film's results for its radiologist: the overlay picture and the DICOM findings.
 
-Built after the night's scores are committed, from the committed knee rows: each film is
-decoded once more (the scoring workers kept only the knees' ROIs), its knees' boxes and
-heatmaps drawn on it (``koa_core.imaging.overlay``), and its findings handed to
-``koa_core.delivery`` for the structured report and the secondary capture.
+Built on the scoring workers, right after a chunk is scored, from its knee rows: each film
+is decoded once more (preparing kept only the knees' ROIs), its knees' boxes and heatmaps
+drawn on it (``koa_core.imaging.overlay``), and its findings handed to
+``koa_core.delivery`` for the structured report and the secondary capture, which are kept
+in the run's folder. Which of them are sent is decided after the commit: a film whose
+rows the night's checks quarantined has its results dropped (``deliver_night``).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 
+from koa_core.delivery.deliver import Instance, keep_instances
 from koa_core.delivery.findings import Algorithm, FilmFindings, KneeFinding
+from koa_core.errors import KoaError
 from koa_core.imaging.overlay import OverlayKnee, render_overlay
 from koa_core.io.reader import read_radiograph
 from koa_core.schema import PROBABILITY_COLUMNS
@@ -90,3 +95,32 @@ def film_findings(path: Path, knees: Sequence[ScoredKnee], algorithm: Algorithm)
         algorithm=algorithm,
         overlay=film_overlay(path, ordered),
     )
+
+
+def keep_film_results(
+    rows: Sequence[Row], algorithm: Algorithm, run_id: str, folder: Path
+) -> dict[str, list[Instance] | str]:
+    """Build and keep the SR and SC of every DICOM film among one chunk's scored rows.
+
+    Args:
+        rows: ``score_chunk`` rows (with ``roi_box`` and, when made, their heatmaps).
+        algorithm: The identity written into every SR.
+        run_id: The run the instances belong to.
+        folder: Where they are kept (``koa_core.delivery.deliver.instances_dir``).
+
+    Returns:
+        Per film (``origin``): its kept instances, or why they could not be built (a
+        film's bad header or findings must not stop the others' results).
+    """
+    films: dict[str, list[ScoredKnee]] = defaultdict(list)
+    for row in rows:
+        if row["file_format"] == "dicom" and row.get("sop_instance_uid"):
+            films[row["origin"]].append(ScoredKnee.of_row(row))
+    built: dict[str, list[Instance] | str] = {}
+    for origin, knees in films.items():
+        try:
+            findings = film_findings(Path(origin), knees, algorithm)
+            built[origin] = keep_instances(findings, run_id, folder)
+        except (KoaError, OSError) as error:
+            built[origin] = str(error)
+    return built
