@@ -43,8 +43,19 @@ class Resampled:
         return (x + 0.5) / self.scale_x - 0.5, (y + 0.5) / self.scale_y - 0.5
 
 
-def resample(image: npt.NDArray[np.generic], spacing_mm: float, mm_per_px: float) -> FloatImage:
-    """``image`` at ``mm_per_px`` (antialiased bilinear; never upsampled past 1:1 detail)."""
+def resample(
+    image: npt.NDArray[np.generic], spacing_mm: float, mm_per_px: float
+) -> tuple[FloatImage, tuple[int, int]]:
+    """``image`` at ``mm_per_px`` (antialiased bilinear; never upsampled past 1:1 detail),
+    and the (rows, columns) of ``image`` it covers.
+
+    A big reduction is done in two steps: a ``k x k`` block mean to within a factor 2-4
+    of the target, then the antialiased bilinear filter. The antialiased filter alone
+    reads ~2x the reduction factor squared input pixels per output pixel (a 0.15 mm film
+    taken to 3 mm/px: 20x, a fifth of a night's per-film time); the block mean reads each
+    pixel once. The last ``< k`` rows and columns, under 2 mm of film, are left out, and
+    the covered extent says so, so positions map back exactly.
+    """
     pixels = np.ascontiguousarray(image, dtype=np.float32)
     rows, columns = pixels.shape
     size = (
@@ -52,9 +63,16 @@ def resample(image: npt.NDArray[np.generic], spacing_mm: float, mm_per_px: float
         max(1, round(columns * spacing_mm / mm_per_px)),
     )
     if size == (rows, columns):
-        return pixels
+        return pixels, (rows, columns)
     tensor = torch.from_numpy(pixels)[None, None]
-    return F.interpolate(tensor, size=size, mode="bilinear", antialias=True)[0, 0].numpy()
+    block = min(int(mm_per_px / spacing_mm // 2), rows, columns)
+    if block >= 2:
+        # The remainder is dropped by the pooling itself: slicing it off first would hand
+        # avg_pool2d a strided view, 5x slower.
+        rows, columns = rows // block * block, columns // block * block
+        tensor = F.avg_pool2d(tensor, block)
+    small = F.interpolate(tensor, size=size, mode="bilinear", antialias=True)[0, 0].numpy()
+    return small, (rows, columns)
 
 
 def prepare_film(
@@ -69,10 +87,11 @@ def prepare_film(
         raise ValueError(f"a film must be a 2-D array, got shape {np.shape(image)}")
     if not spacing_mm > 0:
         raise ValueError(f"pixel spacing must be positive, got {spacing_mm}")
-    small = resample(image, spacing_mm, mm_per_px)
+    small, (covered_rows, covered_columns) = resample(image, spacing_mm, mm_per_px)
     windowed = clip_to_percentiles(small, norm.low_percentile, norm.high_percentile)
+    scale_x, scale_y = covered_columns / small.shape[1], covered_rows / small.shape[0]
     rows, columns = np.shape(image)
-    return Resampled(windowed, columns / small.shape[1], rows / small.shape[0], (rows, columns))
+    return Resampled(windowed, scale_x, scale_y, (rows, columns))
 
 
 def network_tensor(pixels: FloatImage, norm: InputNormalisation, multiple: int) -> torch.Tensor:

@@ -122,8 +122,8 @@ def _read(film: LabelledFilm) -> tuple[np.ndarray, float]:
 def load_work_film(film: LabelledFilm, work_mm: float, norm: InputNormalisation) -> WorkFilm:
     """A training film at ``work_mm``, windowed, with its knees in work pixels."""
     pixels, spacing = _read(film)
-    small = resample(pixels, spacing, work_mm)
-    scale_x, scale_y = pixels.shape[1] / small.shape[1], pixels.shape[0] / small.shape[0]
+    small, (covered_rows, covered_columns) = resample(pixels, spacing, work_mm)
+    scale_x, scale_y = covered_columns / small.shape[1], covered_rows / small.shape[0]
     knees = tuple(
         ((k.x + 0.5) / scale_x - 0.5, (k.y + 0.5) / scale_y - 0.5, k.side == "R")
         for k in film.knees
