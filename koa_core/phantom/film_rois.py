@@ -12,6 +12,7 @@ whole image as the knee's ROI.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from koa_core.io.model_input import to_uint8
 from koa_core.phantom.anatomy import rng_for
 from koa_core.phantom.film_writers import FILM_MIX, _choose
 from koa_core.phantom.films import Film, FilmKnee, render_film
+from koa_core.phantom.parallel import map_in_order
 from koa_core.phantom.writers import PhantomRecord, assign_splits, write_labels
 
 JITTER_CLIP = 2.5
@@ -117,6 +119,30 @@ def film_roi_files(
     return records
 
 
+def _film_rois(
+    out: Path,
+    seed: int,
+    splits: tuple[str, ...],
+    index: int,
+    *,
+    label_noise: float,
+    size: int,
+    spacing_mm: float,
+    jitter_mm: float,
+) -> list[PhantomRecord]:
+    """Film ``index`` of ``write_film_kl_folders`` (module level, for worker processes)."""
+    return film_roi_files(
+        out,
+        seed,
+        index,
+        splits[index],
+        label_noise=label_noise,
+        size=size,
+        spacing_mm=spacing_mm,
+        jitter_mm=jitter_mm,
+    )
+
+
 def write_film_kl_folders(
     out: Path,
     n_films: int,
@@ -143,19 +169,19 @@ def write_film_kl_folders(
         jitter_mm: sd of each axis of the ROI centre's offset from the true joint.
         progress: called with 1 after each film.
     """
-    splits = assign_splits(n_films, seed)
+    render = partial(
+        _film_rois,
+        out,
+        seed,
+        tuple(assign_splits(n_films, seed)),
+        label_noise=label_noise,
+        size=size,
+        spacing_mm=spacing_mm,
+        jitter_mm=jitter_mm,
+    )
     records = []
-    for index in range(n_films):
-        records += film_roi_files(
-            out,
-            seed,
-            index,
-            splits[index],
-            label_noise=label_noise,
-            size=size,
-            spacing_mm=spacing_mm,
-            jitter_mm=jitter_mm,
-        )
+    for film_records in map_in_order(render, n_films):
+        records += film_records
         if progress is not None:
             progress(1)
     write_labels(out / "labels.csv", records, out, with_true_grade=label_noise > 0)

@@ -6,6 +6,7 @@ import csv
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from koa_core.errors import PhantomSpecError
 from koa_core.phantom.anatomy import rng_for
 from koa_core.phantom.dicom import film_dataset, save_dicom
 from koa_core.phantom.films import FilmKnee, render_film
+from koa_core.phantom.parallel import map_in_order
 from koa_core.phantom.writers import NIGHTLY_TRANSFER_MIX
 
 FILM_MIX = {"bilateral": 0.6, "unilateral": 0.4}
@@ -144,24 +146,32 @@ def write_films(
         label_noise: chance that a knee's ``kl_grade`` is an adjacent grade.
         progress: called with 1 after each film.
     """
+    render = partial(
+        _labelled_film, out, seed, kind, spacing_mm=spacing_mm, label_noise=label_noise
+    )
     records = []
-    for index in range(n):
-        records.append(
-            film_file(
-                out,
-                seed,
-                index,
-                kind,
-                (seed, index, "film"),
-                _FILM_STUDY_DATE,
-                spacing_mm=spacing_mm,
-                label_noise=label_noise,
-                transfer_syntax="explicit",
-            )
-        )
+    for record in map_in_order(render, n):
+        records.append(record)
         _advance(progress)
     write_film_labels(out / "labels.csv", records, out)
     return records
+
+
+def _labelled_film(
+    out: Path, seed: int, kind: str, index: int, *, spacing_mm: float | None, label_noise: float
+) -> FilmRecord:
+    """Film ``index`` of ``write_films`` (module level, so worker processes can run it)."""
+    return film_file(
+        out,
+        seed,
+        index,
+        kind,
+        (seed, index, "film"),
+        _FILM_STUDY_DATE,
+        spacing_mm=spacing_mm,
+        label_noise=label_noise,
+        transfer_syntax="explicit",
+    )
 
 
 def write_nightly_films(
