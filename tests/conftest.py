@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -88,19 +92,42 @@ def champion_localizer(tiny_localizer_dir: Path, koa_home: Path) -> str:
     return register_champion_localizer(tiny_localizer_dir).version
 
 
-@pytest.fixture(scope="session")
-def demo_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelVersion, list[str]]:
-    """The demo's real grader, trained once for the session in a data root of its own (about
-    a minute): the demo test checks its quality, the film-night tests grade with it."""
-    from koa_core.config import get_settings
-    from koa_core.workflows import demo
+# The demo champion's training job, started at collection when some test needs it.
+_demo_job: dict[str, Any] = {}
+DEMO_JOB_TIMEOUT_S = 900
 
-    said: list[str] = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KOA_HOME", str(tmp_path_factory.mktemp("demo-home")))
-        get_settings.cache_clear()
-        try:
-            champion = demo.ensure_champion(get_settings(), said.append)
-        finally:
-            get_settings.cache_clear()
-    return champion, said
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if any("demo_champion" in getattr(item, "fixturenames", ()) for item in items):
+        home = Path(tempfile.mkdtemp(prefix="koa-demo-champion-"))
+        _demo_job["home"] = home
+        _demo_job["process"] = subprocess.Popen(
+            [sys.executable, "-m", "tests.demo_champion_job", str(home)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.DEVNULL,
+            stderr=(home / "stderr.txt").open("w"),
+        )
+
+
+def pytest_sessionfinish() -> None:
+    process = _demo_job.get("process")
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+    if "home" in _demo_job:
+        shutil.rmtree(_demo_job["home"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_champion() -> tuple[ModelVersion, list[str]]:
+    """The demo's real grader, trained once for the session in a data root of its own (about
+    two minutes, in a niced process started at collection): the demo test checks its
+    quality, the film-night tests grade with it."""
+    from koa_core.registry import ModelRegistry
+    from tests.demo_champion_job import SAID
+
+    home: Path = _demo_job["home"]
+    returncode = _demo_job["process"].wait(timeout=DEMO_JOB_TIMEOUT_S)
+    assert returncode == 0, (home / "stderr.txt").read_text()
+    said = (home / SAID).read_text(encoding="utf-8").splitlines()
+    return ModelRegistry(home / "models").get("champion"), said

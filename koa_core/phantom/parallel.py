@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import TypeVar
 
@@ -32,8 +33,15 @@ def map_in_order(render: Callable[[int], T], n: int, workers: int | None = None)
     one). Results are yielded as they arrive in order, so a caller can report progress.
     """
     workers = min(workers or usable_cores(), n // MIN_PER_WORKER)
-    if workers <= 1:
-        yield from (render(index) for index in range(n))
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(render, range(n), chunksize=max(1, n // (8 * workers)))
+    done = 0
+    if workers > 1:
+        try:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for result in pool.map(render, range(n), chunksize=max(1, n // (8 * workers))):
+                    yield result
+                    done += 1
+        except BrokenProcessPool:
+            # A script without an ``if __name__ == "__main__"`` guard cannot be spawned
+            # from: its workers die on start. Its renders are done here instead.
+            pass
+    yield from (render(index) for index in range(done, n))

@@ -29,5 +29,6 @@ def test_a_set_written_by_workers_is_the_set_one_process_writes(tmp_path: Path) 
     spread_by_name = {record.path.name: record for record in spread}
     for record in alone:
         twin = spread_by_name[record.path.name]
-        assert (twin.grade, twin.true_grade, twin.split) == (record.grade, record.true_grade, record.split)
+        truth = (record.grade, record.true_grade, record.split)
+        assert (twin.grade, twin.true_grade, twin.split) == truth
         assert twin.path.read_bytes() == record.path.read_bytes()
