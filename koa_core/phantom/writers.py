@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from koa_core.phantom.anatomy import (
 )
 from koa_core.phantom.badfiles import write_bad_files
 from koa_core.phantom.dicom import knee_dataset, save_dicom
+from koa_core.phantom.parallel import map_in_order
 
 NIGHTLY_TRANSFER_MIX = {
     "explicit": 0.5,
@@ -323,6 +325,41 @@ def _advance(progress: Progress | None) -> None:
         progress(1)
 
 
+def _nightly_image_at(
+    out: Path,
+    seed: int,
+    batch_date: date,
+    file_format: str,
+    size_px: tuple[int, int],
+    index: int,
+) -> PhantomRecord:
+    """Image ``index`` of ``write_nightly_batch`` (module level, for worker processes)."""
+    return nightly_image(out, seed, index, batch_date, file_format, size_px=size_px)
+
+
+def _kl_folder_image_at(
+    out: Path,
+    seed: int,
+    splits: tuple[str, ...],
+    file_format: str,
+    label_noise: float,
+    size_px: tuple[int, int],
+    difficulty: str | Difficulty | None,
+    index: int,
+) -> PhantomRecord:
+    """Image ``index`` of ``write_kl_folders`` (module level, for worker processes)."""
+    return kl_folder_image(
+        out,
+        seed,
+        index,
+        splits[index],
+        file_format,
+        label_noise,
+        size_px=size_px,
+        difficulty=difficulty,
+    )
+
+
 def write_nightly_batch(
     out: Path,
     n: int,
@@ -342,9 +379,10 @@ def write_nightly_batch(
     Image ``i`` depends only on ``(seed, i, batch_date)``: ``nightly_image`` can be mapped
     over chunks of indices in other processes with the same result.
     """
+    render = partial(_nightly_image_at, out, seed, batch_date, file_format, size_px)
     records = []
-    for index in range(n):
-        records.append(nightly_image(out, seed, index, batch_date, file_format, size_px=size_px))
+    for record in map_in_order(render, n):
+        records.append(record)
         _advance(progress)
     _merge_labels(out / f"{batch_date.isoformat()}.labels.csv", records, out)
     for bad_file in write_bad_files(out / batch_date.isoformat() / "KOA-BAD", bad, seed):
@@ -373,21 +411,19 @@ def write_kl_folders(
     ``kl_folder_image`` with ``assign_splits(n, seed)`` can be mapped over chunks.
     """
     _check_format(file_format)
-    splits = assign_splits(n, seed)
+    render = partial(
+        _kl_folder_image_at,
+        out,
+        seed,
+        tuple(assign_splits(n, seed)),
+        file_format,
+        label_noise,
+        size_px,
+        difficulty,
+    )
     records = []
-    for index in range(n):
-        records.append(
-            kl_folder_image(
-                out,
-                seed,
-                index,
-                splits[index],
-                file_format,
-                label_noise,
-                size_px=size_px,
-                difficulty=difficulty,
-            )
-        )
+    for record in map_in_order(render, n):
+        records.append(record)
         _advance(progress)
     noisy = label_noise > 0 or (
         difficulty is not None and difficulty_named(difficulty).label_noise > 0
