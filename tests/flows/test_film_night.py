@@ -1,5 +1,6 @@
 """A night of whole films through the real flow: every knee once with its side and grade, every
-other input quarantined with its reason, and each film's SR and SC delivered to an outbox."""
+other input quarantined with its reason, and each film's SR and SC delivered to an outbox, or
+to a real Orthanc that is down for the night and sent again by `koa deliver`."""
 
 from __future__ import annotations
 
@@ -129,33 +130,50 @@ def _assert_one_sr_and_sc_per_film_holding_its_rows(outbox: Path) -> None:
 def test_a_night_delivered_to_a_real_orthanc_reads_back_as_its_rows(
     night: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from koa_core.delivery.deliver import redeliver_failed
+    from tests.core.delivery.test_deliver import _closed_port
+    from tests.orthanc import run_orthanc
+
+    # The PACS is down for the night: the scores are written, every result is recorded failed.
+    monkeypatch.setenv("KOA_DELIVER_TO", f"http://127.0.0.1:{_closed_port()}/dicom-web")
+    monkeypatch.setenv("KOA_DELIVER_BACKOFF_S", "0.05")
+    get_settings.cache_clear()
+    summary = _run()
+    root = get_settings().results_dir
+    assert results.read_table(results.SCORES, root, BATCH_DATE).num_rows == summary["n_scored"]
+    failed = results.read_table(results.DELIVERIES, root, BATCH_DATE).to_pylist()
+    assert len(failed) == 2 * summary["n_films_scored"]
+    assert {row["status"] for row in failed} == {"failed"}
+    with run_orthanc(tmp_path / "orthanc", overwrite=True) as pacs:
+        # Back up: `koa deliver` sends what failed, then a re-run replaces, never duplicates.
+        sent = redeliver_failed(BATCH_DATE, pacs.dicomweb_url)
+        assert {record.status for record in sent} == {"delivered"}
+        _assert_each_study_holds_one_sr_and_sc_equal_to_its_rows(pacs)
+        monkeypatch.setenv("KOA_DELIVER_TO", pacs.dicomweb_url)
+        get_settings.cache_clear()
+        _run()
+        _assert_each_study_holds_one_sr_and_sc_equal_to_its_rows(pacs)
+
+
+def _assert_each_study_holds_one_sr_and_sc_equal_to_its_rows(pacs: Any) -> None:
     from tests.core.delivery.test_orthanc_delivery import (
         SC_CLASS,
         SR_CLASS,
         _results_in_study,
         _retrieve,
     )
-    from tests.orthanc import run_orthanc
 
-    with run_orthanc(tmp_path / "orthanc", overwrite=True) as pacs:
-        monkeypatch.setenv("KOA_DELIVER_TO", pacs.dicomweb_url)
-        get_settings.cache_clear()
-        for _ in range(2):  # a re-run replaces: still one SR and one SC per film
-            _run()
-            scores = results.read_table(results.SCORES, get_settings().results_dir, BATCH_DATE)
-            by_study: dict[str, list[dict[str, Any]]] = {}
-            for row in scores.to_pylist():
-                by_study.setdefault(row["study_instance_uid"], []).append(row)
-            for study, rows in by_study.items():
-                found = _results_in_study(pacs, study)
-                (sr_uid,) = found[SR_CLASS]
-                assert len(found[SC_CLASS]) == 1
-                assert {row["sr_sop_instance_uid"] for row in rows} == {sr_uid}
-                reported = {knee.side: knee for knee in read_report(_retrieve(pacs, study, sr_uid))}
-                for row in rows:
-                    knee = reported[row["knee_side"]]
-                    assert (knee.kl_grade, list(knee.grade_set)) == (
-                        row["kl_grade"],
-                        row["grade_set"],
-                    )
-                    assert knee.p_koa == pytest.approx(row["p_koa"], abs=1e-4)
+    scores = results.read_table(results.SCORES, get_settings().results_dir, BATCH_DATE)
+    by_study: dict[str, list[dict[str, Any]]] = {}
+    for row in scores.to_pylist():
+        by_study.setdefault(row["study_instance_uid"], []).append(row)
+    for study, rows in by_study.items():
+        found = _results_in_study(pacs, study)
+        (sr_uid,) = found[SR_CLASS]
+        assert len(found[SC_CLASS]) == 1
+        assert {row["sr_sop_instance_uid"] for row in rows} == {sr_uid}
+        reported = {knee.side: knee for knee in read_report(_retrieve(pacs, study, sr_uid))}
+        for row in rows:
+            knee = reported[row["knee_side"]]
+            assert (knee.kl_grade, list(knee.grade_set)) == (row["kl_grade"], row["grade_set"])
+            assert knee.p_koa == pytest.approx(row["p_koa"], abs=1e-4)
