@@ -99,6 +99,14 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             f" | {k['ece_calibrated']:.3f} [{low:.3f}, {high:.3f}] / {ref['ece_calibrated']:.3f}"
             f" | {r['koa']['seconds']:.0f} / {ref['seconds']:.0f} ({ratio:.2f}x) | {passed} |"
         )
+    print("\n| set | 90 % sets: coverage koa / ref | mean set size koa / ref |")
+    print("|---|---|---|")
+    for name, r in results.items():
+        k, ref = r["koa"]["plain"], r["reference"]
+        print(
+            f"| {name} | {k['set_coverage']:.3f} / {ref['set_coverage']:.3f}"
+            f" | {k['mean_set_size']:.2f} / {ref['mean_set_size']:.2f} |"
+        )
     print(
         "\n| set | QWK plain / TTA | acc plain / TTA | ECE-T plain / TTA | scoring s plain / TTA |"
     )

@@ -49,6 +49,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "batch 64": {"batch_size": 64},
     "lr 5e-3": {"lr": 5e-3},
     "16 epochs": {"epochs": 16},
+    "dropout 0, 16 epochs": {"drop_rate": 0.0, "epochs": 16},
 }
 
 

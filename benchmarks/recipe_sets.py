@@ -20,9 +20,13 @@ import torch
 from torch import nn
 
 from koa_core.data.datasets import KLDataset
+from koa_core.evaluation.conformal import fit_conformal, set_quality
 from koa_core.evaluation.evaluate import evaluate_probabilities
 from koa_core.model.inference import autocast, resolve_device
 from koa_core.phantom import kl_folder_image
+
+SET_LEVEL = 0.9
+"""Nominal coverage of the prediction sets scored (the model card's default)."""
 
 # name -> (difficulty, label noise): "demo" is the demo's own generator (5 % label noise).
 SETS: dict[str, tuple[str | None, float]] = {
@@ -145,7 +149,14 @@ def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> 
         test.labels.numpy(), test_probs, val_labels=val.labels.numpy(), val_probs=val_probs
     )
     metrics = evaluation.metrics
+    # The sets koa's scoring would give: calibrated on validation after its temperature.
+    calibration = fit_conformal(
+        val_probs, val.labels.numpy(), SET_LEVEL, temperature=evaluation.temperature
+    )
+    sets = set_quality(test_probs, test.labels.numpy(), calibration)
     return {
+        "set_coverage": sets.coverage,
+        "mean_set_size": sets.mean_set_size,
         "qwk": metrics.qwk,
         "accuracy": metrics.accuracy,
         "auc_koa": metrics.auc_koa,
