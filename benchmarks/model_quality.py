@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from common import machine
-from recipe_sets import SetSize, reference_probs, score, train_reference, write_set
+from recipe_sets import SetSize, reference_run, score, write_set
 
 from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.model.checkpoint import load_model
@@ -56,21 +56,6 @@ def koa_run(dataset: KLDataset, work: Path) -> dict[str, Any]:
         row = {**score(dataset, probs, val_probs), "scoring_s": scoring_s}
         figures["tta" if tta else "plain"] = row
     return figures
-
-
-def reference_run(dataset: KLDataset, amp: bool) -> dict[str, Any]:
-    """Train the reference CNN; its test metrics and seconds."""
-    started = time.perf_counter()
-    model = train_reference(dataset, amp=amp)
-    seconds = time.perf_counter() - started
-    device = resolve_device("auto")
-    test, val = dataset.splits["test"], dataset.splits["val"]
-    row = score(
-        dataset,
-        reference_probs(model, test.images, device, amp),
-        reference_probs(model, val.images, device, amp),
-    )
-    return {**row, "seconds": seconds}
 
 
 def verdict(koa: dict[str, Any], reference: dict[str, Any]) -> dict[str, bool]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from common import machine
-from recipe_sets import SetSize, reference_probs, score, train_reference, write_set
+from recipe_sets import SetSize, reference_run, score, write_set
 
 from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.model.checkpoint import load_model
@@ -70,14 +70,7 @@ def koa_row(base: TrainConfig, change: dict[str, Any], data: Path, work: Path) -
 
 def reference_row(dataset: KLDataset, amp: bool) -> dict[str, Any]:
     """The reference CNN on the same set, scored the same way."""
-    started = time.perf_counter()
-    model = train_reference(dataset, amp=amp)
-    seconds = time.perf_counter() - started
-    device = resolve_device("auto")
-    test, val = dataset.splits["test"], dataset.splits["val"]
-    probs = reference_probs(model, test.images, device, amp)
-    row = score(dataset, probs, reference_probs(model, val.images, device, amp))
-    return {**row, "seconds": seconds, "epochs_run": 12}
+    return {**reference_run(dataset, amp), "epochs_run": 12}
 
 
 def main() -> None:

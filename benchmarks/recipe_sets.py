@@ -165,3 +165,18 @@ def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> 
         "ece_calibrated_ci": metrics.ece_calibrated_ci,
         "temperature": evaluation.temperature,
     }
+
+
+def reference_run(dataset: KLDataset, amp: bool) -> dict[str, Any]:
+    """Train the reference CNN on ``dataset``; its test metrics (``score``) and seconds."""
+    started = time.perf_counter()
+    model = train_reference(dataset, amp=amp)
+    seconds = time.perf_counter() - started
+    device = resolve_device("auto")
+    test, val = dataset.splits["test"], dataset.splits["val"]
+    row = score(
+        dataset,
+        reference_probs(model, test.images, device, amp),
+        reference_probs(model, val.images, device, amp),
+    )
+    return {**row, "seconds": seconds}
