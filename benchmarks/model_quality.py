@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,9 @@ ECE_TARGET = 0.03
 SEEDS = {"demo": 100, "normal": 200, "hard": 101, "harder": 300}
 
 
-def koa_run(dataset: KLDataset, work: Path) -> dict[str, Any]:
-    """Train the default recipe; its test metrics, with and without TTA, and seconds."""
-    config = TrainConfig(threads=torch.get_num_threads())
+def koa_run(dataset: KLDataset, work: Path, change: dict[str, Any]) -> dict[str, Any]:
+    """Train the default recipe with ``change``; test metrics, with and without TTA, seconds."""
+    config = replace(TrainConfig(threads=torch.get_num_threads()), **change)
     started = time.perf_counter()
     result = train(config, dataset, work)
     seconds = time.perf_counter() - started
@@ -69,8 +70,8 @@ def verdict(koa: dict[str, Any], reference: dict[str, Any]) -> dict[str, bool]:
 
 
 def print_tables(results: dict[str, dict[str, Any]]) -> None:
-    head = "| set | QWK koa / ref | acc koa / ref | AUC koa / ref | ECE-T koa [95 % CI] / ref"
-    print(f"{head} | train s koa / ref (ratio) | koa passes |")
+    head = "| set | QWK koa / ref | acc koa / ref | AUC koa / ref"
+    print(f"{head} | ECE-T koa [95 % CI] / ref (floor) | train s koa / ref (ratio) | koa passes |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         k, ref = r["koa"]["plain"], r["reference"]
@@ -82,6 +83,7 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             f" | {k['accuracy']:.3f} / {ref['accuracy']:.3f}"
             f" | {k['auc_koa']:.3f} / {ref['auc_koa']:.3f}"
             f" | {k['ece_calibrated']:.3f} [{low:.3f}, {high:.3f}] / {ref['ece_calibrated']:.3f}"
+            f" ({k['ece_calibrated_floor']:.3f})"
             f" | {r['koa']['seconds']:.0f} / {ref['seconds']:.0f} ({ratio:.2f}x) | {passed} |"
         )
     print("\n| set | 90 % sets: coverage koa / ref | mean set size koa / ref |")
@@ -112,19 +114,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["demo", "normal", "hard", "harder"])
     parser.add_argument("--train", type=int, default=420)
-    parser.add_argument("--val", type=int, default=150)
-    parser.add_argument("--test", type=int, default=600)
+    # A perfectly calibrated model shows an ECE of ~0.04 on 600 test images of the hard
+    # sets (the printed floor), above the 0.03 target: the test split must be larger for
+    # the target to measure the model rather than the sample.
+    parser.add_argument("--val", type=int, default=400)
+    parser.add_argument("--test", type=int, default=2000)
+    parser.add_argument(
+        "--change",
+        nargs="*",
+        default=[],
+        metavar="FIELD=JSON",
+        help="TrainConfig fields to change from the default, e.g. drop_rate=0 epochs=16.",
+    )
     parser.add_argument("--reference-bf16", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/koa-quality"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/model_quality.json"))
     args = parser.parse_args()
     size = SetSize(args.train, args.val, args.test)
-    print(machine(), flush=True)
+    change = {key: json.loads(value) for key, value in (c.split("=", 1) for c in args.change)}
+    print(machine(), change or "default recipe", flush=True)
     results: dict[str, dict[str, Any]] = {}
     for name in args.sets:
         generation_s = write_set(args.work_dir / name, name, size, SEEDS[name])
         dataset = load_dataset(args.work_dir / name, TrainConfig().input_size)
-        koa = koa_run(dataset, args.work_dir / f"{name}-koa")
+        koa = koa_run(dataset, args.work_dir / f"{name}-koa", change)
         reference = reference_run(dataset, args.reference_bf16)
         results[name] = {
             "koa": koa,
@@ -135,7 +148,8 @@ def main() -> None:
         print(name, json.dumps(results[name], default=str), flush=True)
     print_tables(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    setup = {**vars(args), "machine": machine(), "config": TrainConfig().to_dict()}
+    config = replace(TrainConfig(), **change).to_dict()
+    setup = {**vars(args), "machine": machine(), "config": config}
     args.out.write_text(json.dumps({"setup": setup, "sets": results}, indent=2, default=str))
     print(f"wrote {args.out}")
 

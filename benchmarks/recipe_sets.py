@@ -163,6 +163,7 @@ def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> 
         "ece": metrics.ece,
         "ece_calibrated": metrics.ece_calibrated,
         "ece_calibrated_ci": metrics.ece_calibrated_ci,
+        "ece_calibrated_floor": metrics.ece_calibrated_floor,
         "temperature": evaluation.temperature,
     }
 

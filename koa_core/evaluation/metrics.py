@@ -51,6 +51,8 @@ class EvaluationMetrics:
     ``notes`` says why. ``*_ci`` are bootstrap 95 % percentile intervals. ``conformal_*``
     are the prediction sets' nominal level, empirical coverage and mean size in grades
     (``evaluation.conformal``); ``None`` on the calibration split itself or without sets.
+    ``ece_calibrated_floor`` is what ``ece_calibrated`` would be, on this many samples,
+    for a perfectly calibrated model (``calibrated_ece_floor``).
     """
 
     n_samples: int
@@ -78,6 +80,7 @@ class EvaluationMetrics:
     conformal_mean_set_size: float | None = None
     ece_ci: tuple[float, float] | None = None
     ece_calibrated_ci: tuple[float, float] | None = None
+    ece_calibrated_floor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, every number a plain int or float)."""
@@ -266,6 +269,11 @@ def evaluate_predictions(
             if n_bootstrap and calibrated is not None
             else None
         ),
+        ece_calibrated_floor=(
+            calibrated_ece_floor(calibrated, n_bootstrap, seed)
+            if n_bootstrap and calibrated is not None
+            else None
+        ),
     )
 
 
@@ -321,23 +329,49 @@ def bootstrap_ece_interval(
 ) -> tuple[float, float] | None:
     """Bootstrap 95 % percentile interval of ``expected_calibration_error``.
 
-    Uses the same resamples as ``bootstrap_intervals`` for the same seed, all at once:
-    a bin's ``count x |accuracy - confidence|`` is ``|sum(correct) - sum(confidence)|``,
-    so one ``bincount`` over (resample, bin) gives every resample's ECE.
+    Uses the same resamples as ``bootstrap_intervals`` for the same seed, all at once.
     """
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(y_true), size=(n_bootstrap, len(y_true)))
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    return _percentile_interval(_batched_ece(confidence[index], correct[index], n_bins))
+
+
+def calibrated_ece_floor(
+    probs: NDArray[np.float64],
+    n_draws: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+    n_bins: int = ECE_BINS,
+) -> float:
+    """The median ECE that a perfectly calibrated model with these confidences would show.
+
+    Binned ECE is biased upwards on a finite split: each bin's accuracy is a sample mean.
+    Consistency resampling (Broecker & Smith 2007) draws "correct" with probability equal
+    to the confidence, which is what calibration means, and scores it like real labels;
+    an observed ECE near this floor is sampling noise, not miscalibration.
+    """
+    rng = np.random.default_rng(seed)
+    confidence = np.asarray(probs, dtype=np.float64).max(axis=1)
+    drawn = (rng.random((n_draws, confidence.size)) < confidence).astype(np.float64)
+    tiled = np.broadcast_to(confidence, drawn.shape)
+    return float(np.median(_batched_ece(tiled, drawn, n_bins)))
+
+
+def _batched_ece(
+    confidence: NDArray[np.float64], correct: NDArray[np.float64], n_bins: int
+) -> NDArray[np.float64]:
+    # A bin's count x |accuracy - confidence| is |sum(correct) - sum(confidence)|, so one
+    # bincount over (row, bin) gives every row's ECE.
+    n_rows, n_samples = confidence.shape
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.digitize(confidence, edges[1:-1], right=True)
-    flat = (np.arange(n_bootstrap)[:, None] * n_bins + bins[index]).ravel()
-    size = n_bootstrap * n_bins
-    gap = np.bincount(flat, weights=correct[index].ravel(), minlength=size) - np.bincount(
-        flat, weights=confidence[index].ravel(), minlength=size
+    flat = (np.arange(n_rows)[:, None] * n_bins + bins).ravel()
+    size = n_rows * n_bins
+    gap = np.bincount(flat, weights=correct.ravel(), minlength=size) - np.bincount(
+        flat, weights=confidence.ravel(), minlength=size
     )
-    ece = np.abs(gap.reshape(n_bootstrap, n_bins)).sum(axis=1) / len(y_true)
-    return _percentile_interval(ece)
+    return np.asarray(np.abs(gap.reshape(n_rows, n_bins)).sum(axis=1) / n_samples)
 
 
 def _percentile_interval(values: NDArray[np.float64]) -> tuple[float, float] | None:

@@ -237,6 +237,18 @@ def reliability_lines(
     return lines
 
 
+def _ece_floor_lines(data: Mapping[str, Any]) -> list[str]:
+    floor = data.get("ece_calibrated_floor")
+    if floor is None:
+        return []
+    return [
+        "",
+        f"A perfectly calibrated model would show an ECE of about {floor:.3f} on these "
+        f"{data['n_samples']} images (median of consistency resamples): the part of the ECE "
+        "after temperature scaling up to that is sampling noise, not miscalibration.",
+    ]
+
+
 def _markdown(
     title: str, data: Mapping[str, Any], paths: ReportPaths, reliability: Sequence[str] = ()
 ) -> str:
@@ -254,6 +266,7 @@ def _markdown(
             continue
         ci = _fmt_ci(data.get(row.ci_key)) if row.ci_key else ""
         lines.append(f"| {row.label} | {_fmt(data.get(row.key))} | {ci} |")
+    lines += _ece_floor_lines(data)
     lines += [
         "",
         "| Grade | Precision | Recall | F1 | Support | AUC (OvR) |",

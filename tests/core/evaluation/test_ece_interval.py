@@ -10,6 +10,7 @@ import pytest
 from koa_core.evaluation.metrics import (
     EvaluationMetrics,
     bootstrap_ece_interval,
+    calibrated_ece_floor,
     evaluate_predictions,
     expected_calibration_error,
 )
@@ -63,6 +64,35 @@ def test_the_report_shows_the_ece_interval_and_a_reliability_table(tmp_path: Pat
     low, high = metrics.ece_ci or (0.0, 0.0)
     assert f"[{low:.3f}, {high:.3f}]" in report
     assert "Reliability, after temperature scaling" in report
+    assert f"an ECE of about {metrics.ece_calibrated_floor:.3f} on these 300 images" in report
     rows = [line for line in report.splitlines() if line.startswith("| (")]
     assert sum(int(line.split("|")[2]) for line in rows) == len(labels)
     assert paths.reliability_png.stat().st_size > 0
+
+
+def _calibrated_draw(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels drawn from them: a perfectly calibrated model."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, 5))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(5, p=row) for row in probs])
+    return labels, probs
+
+
+def test_a_calibrated_models_ece_is_its_floor_and_the_floor_shrinks_with_n() -> None:
+    small, large = _calibrated_draw(300, 1), _calibrated_draw(4800, 2)
+    small_floor = calibrated_ece_floor(small[1], n_draws=400, seed=0)
+    large_floor = calibrated_ece_floor(large[1], n_draws=400, seed=0)
+    # Binned ECE of a calibrated model is noise of size ~1/sqrt(n): 16x the images, 1/4.
+    assert large_floor == pytest.approx(small_floor / 4, rel=0.35)
+    eces = [expected_calibration_error(*_calibrated_draw(300, seed)) for seed in range(10, 30)]
+    assert np.median(eces) == pytest.approx(small_floor, rel=0.3)
+
+
+def test_an_overconfident_model_sits_far_above_its_floor() -> None:
+    labels, probs = _calibrated_draw(1200, 3)
+    sharper = probs**3 / (probs**3).sum(axis=1, keepdims=True)
+    metrics = evaluate_predictions(labels, probs, n_bootstrap=200, calibrated_probs=sharper)
+    assert metrics.ece_calibrated_floor is not None and metrics.ece_calibrated is not None
+    assert metrics.ece_calibrated > 3 * metrics.ece_calibrated_floor
+    assert EvaluationMetrics.from_dict(metrics.to_dict()) == metrics
