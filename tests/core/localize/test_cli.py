@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from koa_core.cli.app import app
-from koa_core.phantom import render_knee
 from koa_core.phantom.film_writers import write_films
 from koa_core.registry import ModelRegistry
 from koa_core.registry.localizers import LocalizerRegistry
-from tests.core.localize.handmade import write_dicom_film
+from tests.core.localize.handmade import write_handmade_set
 
 runner = CliRunner()
 QUICK = ["--epochs", "2", "--threads", "1", "--seed", "3"]
@@ -31,38 +28,8 @@ def phantom_films(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def handmade_films(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Films koa's film writer never made: single knees pasted at random places on a
-    larger detector, 16-bit, half of them MONOCHROME1, written with pydicom, and a
-    hand-written table naming them by SOPInstanceUID (plus columns the reader ignores)."""
-    root = tmp_path_factory.mktemp("handmade")
-    rng = np.random.default_rng(7)
-    rows = []
-    for index in range(8):
-        side = "RL"[index % 2]
-        knee = render_knee(index % 5, side, seed=index, rows=400, columns=400, spacing_mm=0.5)
-        film = np.full((700, 560), 200.0)
-        top, left = int(rng.integers(0, 300)), int(rng.integers(0, 160))
-        film[top : top + 400, left : left + 400] = knee.bone_bright() * 16.0
-        photometric = "MONOCHROME1" if index % 2 else "MONOCHROME2"
-        stored = 65535.0 - film if photometric == "MONOCHROME1" else film
-        uid = write_dicom_film(
-            root / "scans" / f"scan-{index}.dcm",
-            np.clip(stored, 0, 65535).astype(np.uint16),
-            0.5,
-            photometric=photometric,
-            bits_stored=16,
-        )
-        rows.append([uid, side, left + 200.0, top + 200.0, index % 5, "hand-made"])
-    # A film with no knee on it (an empty row): a negative for training.
-    blank = np.full((600, 500), 3000, np.uint16)
-    uid = write_dicom_film(root / "scans" / "blank.dcm", blank, 0.5, bits_stored=16)
-    rows.append([uid, "", "", "", "", "no knee"])
-    table = root / "joints.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sop_instance_uid", "side", "joint_x", "joint_y", "kl_grade", "note"])
-        writer.writerows(rows)
-    return root / "scans", table
+    """Eight films koa's film writer never made, a blank one, and their joint table."""
+    return write_handmade_set(tmp_path_factory.mktemp("handmade"), 8, seed=7)
 
 
 def _invoke(*args: str) -> str:
