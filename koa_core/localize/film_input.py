@@ -64,15 +64,24 @@ def resample(
     )
     if size == (rows, columns):
         return pixels, (rows, columns)
-    tensor = torch.from_numpy(pixels)[None, None]
+    tensor = torch.from_numpy(pixels)
     block = min(int(mm_per_px / spacing_mm // 2), rows, columns)
     if block >= 2:
-        # The remainder is dropped by the pooling itself: slicing it off first would hand
-        # avg_pool2d a strided view, 5x slower.
         rows, columns = rows // block * block, columns // block * block
-        tensor = F.avg_pool2d(tensor, block)
-    small = F.interpolate(tensor, size=size, mode="bilinear", antialias=True)[0, 0].numpy()
-    return small, (rows, columns)
+        tensor = block_mean(tensor, block, rows, columns)
+    small = F.interpolate(tensor[None, None], size=size, mode="bilinear", antialias=True)
+    return small[0, 0].numpy(), (rows, columns)
+
+
+def block_mean(tensor: torch.Tensor, block: int, rows: int, columns: int) -> torch.Tensor:
+    """The mean of each ``block x block`` tile of the top-left ``rows x columns`` of a 2-D
+    contiguous tensor (both multiples of ``block``)."""
+    # Rows first: a slice of whole rows is still contiguous, so the big reduction runs over
+    # a (rows / block, block, all columns) view, vectorised along the columns, reading each
+    # pixel once; measured 2x faster than avg_pool2d's (block x block) windows here.
+    row_sums = tensor[:rows].view(rows // block, block, tensor.shape[1]).sum(dim=1)
+    sums = row_sums[:, :columns].reshape(rows // block, columns // block, block).sum(dim=2)
+    return sums / (block * block)
 
 
 def prepare_film(

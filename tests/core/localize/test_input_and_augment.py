@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from koa_core.errors import CorruptCheckpointError
 from koa_core.localize.augment import DROP_MARGIN_MM, KEEP_MARGIN_MM, WorkFilm, augment_sample
 from koa_core.localize.card import LocalizerCard, read_localizer_card
-from koa_core.localize.film_input import network_tensor, prepare_film
+from koa_core.localize.film_input import block_mean, network_tensor, prepare_film, resample
 from koa_core.localize.train_config import LocalizerTrainConfig
 
 
@@ -46,6 +48,16 @@ def test_a_film_is_resampled_to_the_cards_spacing_and_maps_back() -> None:
     x, y = film.to_original(float(columns.mean()), float(rows.mean()))
     assert abs(x - 459.5) <= 1.0 and abs(y - 309.5) <= 1.0
     assert film.from_original(*film.to_original(12.25, 40.5)) == pytest.approx((12.25, 40.5))
+
+
+def test_theblock_mean_is_torchs_average_pool_over_the_covered_film() -> None:
+    # 1003 x 757 at 0.15 mm to 3 mm: blocks of 10, the last 3 rows and 7 columns left out.
+    image = np.random.default_rng(1).uniform(0, 4095, (1003, 757)).astype(np.float32)
+    tensor = torch.from_numpy(image)
+    pooled = F.avg_pool2d(tensor[None, None], 10)[0, 0]
+    assert torch.allclose(block_mean(tensor, 10, 1000, 750), pooled, rtol=1e-5)
+    small, covered = resample(image, 0.15, 3.0)
+    assert covered == (1000, 750) and small.shape == (50, 38)
 
 
 def test_the_network_input_is_padded_to_the_stride() -> None:
