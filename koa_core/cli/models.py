@@ -130,7 +130,7 @@ def _training_set(data: Path, labels: Path | None, config: Any, progress: Progre
 def train_command(
     data: Annotated[Path, typer.Option(help="Dataset folder (image folders or labels table).")],
     labels: Annotated[Path | None, typer.Option(help="Labels CSV/Parquet for the dataset.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 16).", min=1)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and shuffling.")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (default) or ordinal.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

@@ -1,4 +1,4 @@
-"""The grading loss: class-weighted cross-entropy with an optional ordinal term."""
+"""The grading loss: class-weighted cross-entropy, optionally smoothed, and an ordinal term."""
 
 from __future__ import annotations
 
@@ -16,13 +16,30 @@ def class_weights(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch
     return weights / weights[counts > 0].mean()
 
 
+def adjacent_targets(
+    targets: torch.Tensor, share: float, num_classes: int = NUM_CLASSES
+) -> torch.Tensor:
+    """Target distributions with ``share`` of each grade's mass on its neighbours."""
+    rows = torch.zeros(num_classes, num_classes, device=targets.device)
+    for grade in range(num_classes):
+        neighbours = [g for g in (grade - 1, grade + 1) if 0 <= g < num_classes]
+        rows[grade, neighbours] = share / len(neighbours)
+        rows[grade, grade] = 1.0 - share
+    return rows[targets]
+
+
 def kl_loss(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, config: TrainConfig
 ) -> torch.Tensor:
     """Weighted, optionally label-smoothed cross-entropy, plus the expected-grade error for
     ``"ordinal"``; ``weights`` are per class (ones for plain cross-entropy)."""
     logits = logits.float()
-    loss = F.cross_entropy(logits, targets, weight=weights, label_smoothing=config.label_smoothing)
+    smoothed = config.label_smoothing
+    if config.adjacent_smoothing:
+        soft = adjacent_targets(targets, config.adjacent_smoothing, logits.shape[1])
+        loss = F.cross_entropy(logits, soft, weight=weights, label_smoothing=smoothed)
+    else:
+        loss = F.cross_entropy(logits, targets, weight=weights, label_smoothing=smoothed)
     if config.loss == "ordinal":
         grades = torch.arange(logits.shape[1], device=logits.device, dtype=torch.float32)
         expected = (torch.softmax(logits, dim=1) * grades).sum(dim=1)

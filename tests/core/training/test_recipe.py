@@ -13,7 +13,7 @@ from koa_core.data.datasets import KLDataset, load_dataset
 from koa_core.model.checkpoint import load_torch
 from koa_core.training.config import TrainConfig
 from koa_core.training.loop import EpochStats, train
-from koa_core.training.loss import kl_loss
+from koa_core.training.loss import adjacent_targets, kl_loss
 from tests.core.kl_fixtures import write_image_folder
 
 # The default recipe, shrunk only in what makes it slow: input size, epochs, threads.
@@ -41,7 +41,8 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_the_default_is_the_fixed_schedule_recipe() -> None:
     config = TrainConfig()
     assert (config.architecture, config.depth, config.width) == ("plain", (2, 2, 2, 2), 16)
-    assert (config.input_size, config.epochs, config.lr, config.loss) == (128, 12, 3e-3, "ce")
+    assert (config.input_size, config.epochs, config.lr, config.loss) == (128, 16, 3e-3, "ce")
+    assert config.drop_rate == 0.0 and config.adjacent_smoothing == 0.0
     assert config.patience is None and config.keep == "last"
     assert not config.class_weighted and not config.amp and not config.augment
 
@@ -87,10 +88,27 @@ def test_unweighted_smoothed_loss_is_torch_cross_entropy() -> None:
     assert not torch.isclose(kl_loss(logits, targets, torch.ones(5), RECIPE), expected)
 
 
+def test_adjacent_smoothing_puts_the_share_on_the_neighbouring_grades() -> None:
+    targets = torch.tensor([0, 2, 4])
+    soft = adjacent_targets(targets, 0.2)
+    expected = [[0.8, 0.2, 0, 0, 0], [0, 0.1, 0.8, 0.1, 0], [0, 0, 0, 0.2, 0.8]]
+    assert torch.allclose(soft, torch.tensor(expected))
+    # The loss is least where the softmax is that distribution, not the one-hot label.
+    config = replace(RECIPE, adjacent_smoothing=0.2)
+    logits = soft.clamp(min=1e-6).log().requires_grad_()
+    kl_loss(logits, targets, torch.ones(5), config).backward()
+    assert logits.grad is not None and logits.grad.abs().max() < 1e-5
+    plain = soft.clamp(min=1e-6).log().requires_grad_()
+    kl_loss(plain, targets, torch.ones(5), RECIPE).backward()
+    assert plain.grad is not None and plain.grad.abs().max() > 0.05
+
+
 def test_config_refuses_nonsense_recipe_fields() -> None:
     with pytest.raises(ValueError, match="keep"):
         replace(RECIPE, keep="median")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="label_smoothing"):
         replace(RECIPE, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="adjacent_smoothing"):
+        replace(RECIPE, adjacent_smoothing=-0.1)
     with pytest.raises(ValueError, match="patience"):
         replace(RECIPE, patience=0)
