@@ -107,10 +107,10 @@ def _rows(evaluation: str, outcome: workflow.PromotionOutcome) -> list[dict[str,
 @flow(name="retrain")
 def retrain(
     data: str | None = None,
-    epochs: int = 3,
+    epochs: int | None = None,
     promote: bool = True,
     seed: int = 0,
-    loss: Literal["ce", "ordinal"] = "ordinal",
+    loss: Literal["ce", "ordinal"] | None = None,
     input_size: int | None = None,
     width: int | None = None,
     depth: list[int] | None = None,
@@ -128,13 +128,13 @@ def retrain(
 
     Args:
         data: Labelled dataset folder (default ``$KOA_HOME/datasets/kl``).
-        epochs: Training epochs (early stopping may end sooner).
+        epochs: Length of the fixed schedule (default ``TrainConfig``'s).
         promote: Apply the decision; ``False`` only reports what the rule would do.
         seed: Training seed.
-        loss: ``ordinal`` or ``ce``.
+        loss: ``ce`` or ``ordinal`` (default ``TrainConfig``'s).
         input_size: Model input side in pixels (default ``KOA_INPUT_SIZE``).
         width: Channels of the first stage (default ``TrainConfig``'s).
-        depth: Residual blocks per stage (default ``TrainConfig``'s).
+        depth: Convolution blocks per stage (default ``TrainConfig``'s).
         batch_size: Training batch size (default ``TrainConfig``'s).
     """
     settings = get_settings()

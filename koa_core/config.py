@@ -21,8 +21,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path("var"), description="Data root; every path below lives here.")
 
-    # Model input
-    input_size: int = Field(default=224, ge=32, le=1024)
+    # The input side the retrain flow trains at when its run does not say (TrainConfig's).
+    input_size: int = Field(default=128, ge=32, le=1024)
 
     # Whole films: each knee the localizer finds is graded on a square of ``roi_mm`` around its
     # joint (140 mm: DeepKnee's field, the whole joint with its margins and little else).
