@@ -113,12 +113,9 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["demo", "normal", "hard", "harder"])
-    parser.add_argument("--train", type=int, default=420)
-    # A perfectly calibrated model shows an ECE of ~0.04 on 600 test images of the hard
-    # sets (the printed floor), above the 0.03 target: the test split must be larger for
-    # the target to measure the model rather than the sample.
-    parser.add_argument("--val", type=int, default=400)
-    parser.add_argument("--test", type=int, default=2000)
+    parser.add_argument("--train", type=int, default=SetSize.train)
+    parser.add_argument("--val", type=int, default=SetSize.val)
+    parser.add_argument("--test", type=int, default=SetSize.test)
     parser.add_argument(
         "--change",
         nargs="*",

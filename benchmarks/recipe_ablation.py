@@ -29,11 +29,12 @@ from koa_core.training.loop import train
 
 # The change each row makes to the default recipe, in the order that decides the default.
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "default (fp32, no augmentation, last weights)": {},
+    "default (fp32, no augmentation, no dropout, 16 epochs, last weights)": {},
+    "dropout 0.2, 12 epochs (the default before 2026-12-01)": {"drop_rate": 0.2, "epochs": 12},
     "augmentation": {"augment": True},
     "augmentation x0.5": {"augment": True, "augment_strength": 0.5},
     "augmentation x1.5": {"augment": True, "augment_strength": 1.5},
-    "dropout 0": {"drop_rate": 0.0},
+    "dropout 0.2": {"drop_rate": 0.2},
     "weight decay 1e-2": {"weight_decay": 1e-2},
     "class-weighted CE": {"class_weighted": True},
     "keep EMA weights": {"keep": "ema"},
@@ -42,14 +43,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "bf16 autocast": {"amp": True},
     "ordinal loss": {"loss": "ordinal"},
     "label smoothing 0.1": {"label_smoothing": 0.1},
+    "adjacent smoothing 0.15": {"adjacent_smoothing": 0.15},
     "input 160 px": {"input_size": 160},
     "input 224 px": {"input_size": 224},
     "width 24": {"width": 24},
     "depth 1,1,1,1": {"depth": (1, 1, 1, 1)},
     "batch 64": {"batch_size": 64},
     "lr 5e-3": {"lr": 5e-3},
-    "16 epochs": {"epochs": 16},
-    "dropout 0, 16 epochs": {"drop_rate": 0.0, "epochs": 16},
+    "12 epochs": {"epochs": 12},
+    "batch 16": {"batch_size": 16},
 }
 
 
@@ -79,9 +81,9 @@ def main() -> None:
     parser.add_argument("--reference-amp", action="store_true", help="bf16 for the reference.")
     parser.add_argument("--no-reference", action="store_true", help="Skip the reference.")
     parser.add_argument("--only", nargs="*", default=None, help="Ablation names to run.")
-    parser.add_argument("--train", type=int, default=420)
-    parser.add_argument("--val", type=int, default=150)
-    parser.add_argument("--test", type=int, default=600)
+    parser.add_argument("--train", type=int, default=SetSize.train)
+    parser.add_argument("--val", type=int, default=SetSize.val)
+    parser.add_argument("--test", type=int, default=SetSize.test)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/koa-ablation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation.jsonl"))
     args = parser.parse_args()

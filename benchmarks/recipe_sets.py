@@ -39,11 +39,16 @@ SETS: dict[str, tuple[str | None, float]] = {
 
 @dataclass(frozen=True)
 class SetSize:
-    """Images per split; test images come from another seed than train and val."""
+    """Images per split; test images come from another seed than train and val.
 
-    train: int
-    val: int
-    test: int
+    A perfectly calibrated model shows an ECE of ~0.04 on 600 test images of the hard sets
+    (``calibrated_ece_floor``), above issue 16's 0.03 target; on 2,000 about 0.02, so the
+    target measures the model rather than the sample.
+    """
+
+    train: int = 420
+    val: int = 400
+    test: int = 2000
 
 
 def _write_chunk(args: tuple[str, int, list[tuple[int, str]], str | None, float]) -> int:
