@@ -4,6 +4,7 @@ night `koa score` runs on new films made the same way: every knee found once, on
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from datetime import date
 from pathlib import Path
@@ -46,6 +47,8 @@ def test_a_localizer_trained_on_hand_made_films_scores_new_ones(
     assert result.exit_code == 0, result.output
     champion = LocalizerRegistry().champion()
     assert champion is not None and champion.version in result.output
+    card = json.loads(champion.card_path.read_text())
+    assert card["card"]["kind"] == "localizer" and card["data"]["fingerprint"]
     register_tiny_champion(64)  # the grader is not under test here
     night_scans, night_table = write_handmade_set(tmp_path / "night", 4, seed=8)
     shutil.copytree(night_scans, get_settings().incoming_dir / BATCH_DATE.isoformat())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -68,19 +67,6 @@ def test_force_promotion_is_logged_and_leaves_the_grader_alone(phantom_films: Pa
     assert ModelRegistry().champion() is None and ModelRegistry().promotions() == []
     listing = _invoke("models", "list")
     assert "localizers (* champion)" in listing and version.version in listing
-
-
-def test_train_localizer_on_hand_made_films_and_table(
-    handmade_films: tuple[Path, Path],
-) -> None:
-    scans, table = handmade_films
-    output = _invoke("train-localizer", "--data", str(scans), "--labels", str(table), *QUICK)
-    (version,) = LocalizerRegistry().list_versions()
-    assert version.version in output
-    validation = version.metrics["validation"]
-    assert validation["n_films"] >= 1 and validation["n_knees"] <= validation["n_films"]
-    card = json.loads(version.card_path.read_text())
-    assert card["card"]["kind"] == "localizer" and card["data"]["fingerprint"]
 
 
 def test_a_bad_table_is_one_line_naming_row_and_column(
