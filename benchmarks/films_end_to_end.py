@@ -50,15 +50,14 @@ def render_bilateral(out: Path, n: int) -> list[Path]:
 
 
 def champion_localizer(home: Path) -> Path:
-    """Train the demo's localizer (200 films), make it champion; its folder."""
+    """Train the demo's localizer (on its films, a fifth of them lateral), make it champion."""
     from koa_core.localize.labels import read_film_labels
     from koa_core.localize.train import train_localizer
-    from koa_core.phantom import write_films
     from koa_core.registry import LocalizerRegistry
     from koa_core.workflows import demo
 
     films_dir = home / "loc-films"
-    write_films(films_dir, demo.DEMO_LOCALIZER_FILMS, "mixed", 11, spacing_mm=0.6)
+    demo.write_localizer_films(films_dir)
     films = read_film_labels(films_dir, films_dir / "labels.csv")
     trained = train_localizer(films, demo.DEMO_LOCALIZER)
     registry = LocalizerRegistry()

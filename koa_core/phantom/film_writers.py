@@ -31,7 +31,8 @@ FILM_LABEL_COLUMNS = (
     "true_kl_grade",
     "kind",
 )
-"""labels.csv: one row per knee; joint_x/joint_y in stored pixels from the top-left pixel."""
+"""labels.csv: one row per knee, joint_x/joint_y in stored pixels from the top-left pixel; a
+film without a knee to grade (a lateral view) has one row with those empty: a negative."""
 _FILM_STUDY_DATE = date(2021, 1, 1)
 
 Progress = Callable[[int], None]
@@ -67,16 +68,19 @@ def film_file(
     spacing_mm: float | None = None,
     label_noise: float = 0.0,
     transfer_syntax: str | None = None,
+    lateral_share: float = 0.0,
 ) -> FilmRecord:
     """Render film ``index`` and write it to ``FOLDER/<patient>/<study>/<sop>.dcm``.
 
-    A pure function of its arguments: ``kind`` ``"mixed"`` is drawn from ``FILM_MIX`` and a
-    ``None`` transfer syntax from ``NIGHTLY_TRANSFER_MIX``, both from ``(seed, index)``.
+    A pure function of its arguments: ``kind`` ``"mixed"`` is drawn from ``FILM_MIX`` (with
+    lateral views at about ``lateral_share``) and a ``None`` transfer syntax from
+    ``NIGHTLY_TRANSFER_MIX``, both from ``(seed, index)``.
     """
     if kind not in WRITE_KINDS:
         raise PhantomSpecError(f"film kind must be one of {WRITE_KINDS}, got {kind!r}")
     rng = rng_for(seed, index)
-    drawn_kind, drawn_syntax = _choose(rng, FILM_MIX), _choose(rng, NIGHTLY_TRANSFER_MIX)
+    mix = {**FILM_MIX, "lateral": lateral_share} if lateral_share else FILM_MIX
+    drawn_kind, drawn_syntax = _choose(rng, mix), _choose(rng, NIGHTLY_TRANSFER_MIX)
     kind = drawn_kind if kind == "mixed" else kind
     syntax = transfer_syntax or drawn_syntax
     film = render_film(
@@ -98,13 +102,16 @@ def film_file(
 
 
 def write_film_labels(path: Path, records: Iterable[FilmRecord], root: Path) -> None:
-    """Write the truth table (``FILM_LABEL_COLUMNS``): one row per knee, none for laterals."""
+    """Write the truth table (``FILM_LABEL_COLUMNS``): one row per knee, and one with empty
+    knee columns for a film without knees, so a localizer trained on it learns to find none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(FILM_LABEL_COLUMNS)
         for record in records:
             file = record.path.relative_to(root).as_posix()
+            if not record.knees:
+                writer.writerow([file, record.sop_instance_uid, "", "", "", "", "", record.kind])
             writer.writerows(
                 [
                     file,
@@ -133,6 +140,7 @@ def write_films(
     *,
     spacing_mm: float | None = None,
     label_noise: float = 0.0,
+    lateral_share: float = 0.0,
     progress: Progress | None = None,
 ) -> list[FilmRecord]:
     """Write ``n`` films as ``OUT/<patient>/<study>/<sop>.dcm`` and ``OUT/labels.csv``.
@@ -144,10 +152,18 @@ def write_films(
         seed: the same seed writes the same files.
         spacing_mm: detector spacing of every film (default: drawn per film, 0.1-0.2 mm).
         label_noise: chance that a knee's ``kl_grade`` is an adjacent grade.
+        lateral_share: with ``"mixed"``, about this share of lateral views (negatives for
+            a localizer, which must not find a knee to grade on them).
         progress: called with 1 after each film.
     """
     render = partial(
-        _labelled_film, out, seed, kind, spacing_mm=spacing_mm, label_noise=label_noise
+        _labelled_film,
+        out,
+        seed,
+        kind,
+        spacing_mm=spacing_mm,
+        label_noise=label_noise,
+        lateral_share=lateral_share,
     )
     records = []
     for record in map_in_order(render, n):
@@ -158,7 +174,14 @@ def write_films(
 
 
 def _labelled_film(
-    out: Path, seed: int, kind: str, index: int, *, spacing_mm: float | None, label_noise: float
+    out: Path,
+    seed: int,
+    kind: str,
+    index: int,
+    *,
+    spacing_mm: float | None,
+    label_noise: float,
+    lateral_share: float,
 ) -> FilmRecord:
     """Film ``index`` of ``write_films`` (module level, so worker processes can run it)."""
     return film_file(
@@ -171,6 +194,7 @@ def _labelled_film(
         spacing_mm=spacing_mm,
         label_noise=label_noise,
         transfer_syntax="explicit",
+        lateral_share=lateral_share,
     )
 
 

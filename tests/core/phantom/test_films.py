@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from koa_core.cli.app import app
 from koa_core.errors import PhantomSpecError
 from koa_core.io.reader import read_radiograph
+from koa_core.localize.labels import read_film_labels
 from koa_core.phantom import (
     FILM_LABEL_COLUMNS,
     TRANSFER_SYNTAXES,
@@ -221,11 +222,25 @@ def test_write_films_labels_table(tmp_path: Path) -> None:
         assert f"KL_{knee.side}={knee.label}" in ds.ImageComments
 
 
-def test_lateral_films_have_no_knee_rows(tmp_path: Path) -> None:
+def test_lateral_films_are_listed_as_negatives(tmp_path: Path) -> None:
     records = write_films(tmp_path, 2, "lateral", 1, spacing_mm=0.8)
     assert [r.knees for r in records] == [(), ()]
-    assert _read_csv(tmp_path / "labels.csv") == []
+    rows = _read_csv(tmp_path / "labels.csv")
+    assert [(row["sop_instance_uid"], row["side"], row["kind"]) for row in rows] == [
+        (r.sop_instance_uid, "", "lateral") for r in records
+    ]
     assert all(pydicom.dcmread(r.path).ViewPosition == "LL" for r in records)
+    films = read_film_labels(tmp_path, tmp_path / "labels.csv")
+    assert [film.knees for film in films] == [(), ()]
+
+
+def test_a_lateral_share_mixes_side_views_into_a_mixed_set(tmp_path: Path) -> None:
+    plain = write_films(tmp_path / "plain", 40, "mixed", 6, spacing_mm=2.0)
+    mixed = write_films(tmp_path / "mixed", 40, "mixed", 6, spacing_mm=2.0, lateral_share=0.2)
+    laterals = {r.sop_instance_uid for r in mixed if r.kind == "lateral"}
+    assert 2 <= len(laterals) <= 14 and "lateral" not in {r.kind for r in plain}
+    negatives = [row for row in _read_csv(tmp_path / "mixed" / "labels.csv") if not row["side"]]
+    assert {row["sop_instance_uid"] for row in negatives} == laterals
 
 
 def test_nightly_films_layout_syntaxes_and_truth(tmp_path: Path) -> None:
