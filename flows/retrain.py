@@ -18,6 +18,9 @@ from koa_core.training.config import TrainConfig
 from koa_core.training.loop import EpochStats
 from koa_core.workflows import challenger as workflow
 
+# The UI shows these defaults in the run form: the recipe `koa train` uses.
+RECIPE = TrainConfig()
+
 
 def training_config(**values: Any) -> TrainConfig:
     """A ``TrainConfig`` from the flow's parameters; ``None`` keeps the default."""
@@ -107,10 +110,10 @@ def _rows(evaluation: str, outcome: workflow.PromotionOutcome) -> list[dict[str,
 @flow(name="retrain")
 def retrain(
     data: str | None = None,
-    epochs: int | None = None,
+    epochs: int = RECIPE.epochs,
     promote: bool = True,
     seed: int = 0,
-    loss: Literal["ce", "ordinal"] | None = None,
+    loss: Literal["ce", "ordinal"] = RECIPE.loss,
     input_size: int | None = None,
     width: int | None = None,
     depth: list[int] | None = None,
@@ -128,10 +131,10 @@ def retrain(
 
     Args:
         data: Labelled dataset folder (default ``$KOA_HOME/datasets/kl``).
-        epochs: Length of the fixed schedule (default ``TrainConfig``'s).
+        epochs: Length of the fixed schedule (``TrainConfig``'s by default).
         promote: Apply the decision; ``False`` only reports what the rule would do.
         seed: Training seed.
-        loss: ``ce`` or ``ordinal`` (default ``TrainConfig``'s).
+        loss: ``ce`` or ``ordinal`` (``TrainConfig``'s by default).
         input_size: Model input side in pixels (default ``KOA_INPUT_SIZE``).
         width: Channels of the first stage (default ``TrainConfig``'s).
         depth: Convolution blocks per stage (default ``TrainConfig``'s).
