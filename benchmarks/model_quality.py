@@ -66,6 +66,7 @@ def verdict(koa: dict[str, Any], reference: dict[str, Any]) -> dict[str, bool]:
         "qwk": plain["qwk"] >= reference["qwk"] - QWK_MARGIN,
         "time": koa["seconds"] <= TIME_RATIO * reference["seconds"],
         "ece": plain["ece_calibrated"] <= ECE_TARGET,
+        "ece with grade noise": plain["ece_grade_noise"] <= ECE_TARGET,
     }
 
 
@@ -86,13 +87,17 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             f" ({k['ece_calibrated_floor']:.3f})"
             f" | {r['koa']['seconds']:.0f} / {ref['seconds']:.0f} ({ratio:.2f}x) | {passed} |"
         )
-    print("\n| set | 90 % sets: coverage koa / ref | mean set size koa / ref |")
-    print("|---|---|---|")
+    print("\n| set | 90 % sets: coverage koa / ref | mean set size koa / ref", end="")
+    print(" | ECE after T + grade noise koa [95 % CI] / ref (share koa / ref) |")
+    print("|---|---|---|---|")
     for name, r in results.items():
         k, ref = r["koa"]["plain"], r["reference"]
+        low, high = k["ece_grade_noise_ci"] or (float("nan"), float("nan"))
         print(
             f"| {name} | {k['set_coverage']:.3f} / {ref['set_coverage']:.3f}"
-            f" | {k['mean_set_size']:.2f} / {ref['mean_set_size']:.2f} |"
+            f" | {k['mean_set_size']:.2f} / {ref['mean_set_size']:.2f}"
+            f" | {k['ece_grade_noise']:.3f} [{low:.3f}, {high:.3f}] / {ref['ece_grade_noise']:.3f}"
+            f" ({k['grade_noise_share']:.2f} / {ref['grade_noise_share']:.2f}) |"
         )
     print(
         "\n| set | QWK plain / TTA | acc plain / TTA | ECE-T plain / TTA | scoring s plain / TTA |"

@@ -169,6 +169,9 @@ def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> 
         "ece_calibrated": metrics.ece_calibrated,
         "ece_calibrated_ci": metrics.ece_calibrated_ci,
         "ece_calibrated_floor": metrics.ece_calibrated_floor,
+        "ece_grade_noise": metrics.ece_grade_noise,
+        "ece_grade_noise_ci": metrics.ece_grade_noise_ci,
+        "grade_noise_share": metrics.grade_noise_share,
         "temperature": evaluation.temperature,
     }
 

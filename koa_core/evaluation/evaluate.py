@@ -15,9 +15,19 @@ from numpy.typing import ArrayLike, NDArray
 from koa_core.config import get_settings
 from koa_core.data.datasets import KLDataset, LoadProgress, Split, load_dataset
 from koa_core.errors import DatasetError
-from koa_core.evaluation.calibration import apply_temperature, fit_temperature
+from koa_core.evaluation.calibration import (
+    GradeNoiseCalibration,
+    apply_temperature,
+    fit_grade_noise,
+    fit_temperature,
+)
 from koa_core.evaluation.conformal import set_quality
-from koa_core.evaluation.metrics import BOOTSTRAP_SAMPLES, EvaluationMetrics, evaluate_predictions
+from koa_core.evaluation.metrics import (
+    BOOTSTRAP_SAMPLES,
+    EvaluationMetrics,
+    evaluate_predictions,
+    with_grade_noise,
+)
 from koa_core.evaluation.report import ReportPaths, write_evaluation_report
 from koa_core.evaluation.set_calibration import evaluation_calibration
 from koa_core.model.card import ModelCard
@@ -124,9 +134,11 @@ def evaluate_probabilities(
     """
     temperature: float | None = None
     calibrated: NDArray[np.float64] | None = None
+    noise: GradeNoiseCalibration | None = None
     if val_labels is not None and val_probs is not None and len(np.asarray(val_labels)) > 0:
         temperature = fit_probability_temperature(val_probs, val_labels)
         calibrated = apply_temperature(logits_from_probabilities(probs), temperature)
+        noise = fit_grade_noise(logits_from_probabilities(val_probs), np.asarray(val_labels))
     metrics = evaluate_predictions(
         y_true,
         probs,
@@ -135,6 +147,15 @@ def evaluate_probabilities(
         seed=seed,
         calibrated_probs=calibrated,
     )
+    if noise is not None:
+        metrics = with_grade_noise(
+            metrics,
+            y_true,
+            noise.apply(logits_from_probabilities(probs)),
+            noise.adjacent_share,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
     return ProbabilityEvaluation(metrics, temperature, calibrated)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ class ClassMetrics:
     auc_roc: float | None
 
 
-CI_KEYS = ("qwk_ci", "auc_koa_ci", "ece_ci", "ece_calibrated_ci")
+CI_KEYS = ("qwk_ci", "auc_koa_ci", "ece_ci", "ece_calibrated_ci", "ece_grade_noise_ci")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,10 @@ class EvaluationMetrics:
     are the prediction sets' nominal level, empirical coverage and mean size in grades
     (``evaluation.conformal``); ``None`` on the calibration split itself or without sets.
     ``ece_calibrated_floor`` is what ``ece_calibrated`` would be, on this many samples,
-    for a perfectly calibrated model (``calibrated_ece_floor``).
+    for a perfectly calibrated model (``calibrated_ece_floor``). ``ece_grade_noise`` is the
+    ECE after a temperature and a grade-noise term fitted together on validation
+    (``evaluation.calibration.fit_grade_noise``), ``grade_noise_share`` the share of each
+    grade it moved onto the neighbouring grades.
     """
 
     n_samples: int
@@ -81,6 +84,9 @@ class EvaluationMetrics:
     ece_ci: tuple[float, float] | None = None
     ece_calibrated_ci: tuple[float, float] | None = None
     ece_calibrated_floor: float | None = None
+    ece_grade_noise: float | None = None
+    ece_grade_noise_ci: tuple[float, float] | None = None
+    grade_noise_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, every number a plain int or float)."""
@@ -274,6 +280,27 @@ def evaluate_predictions(
             if n_bootstrap and calibrated is not None
             else None
         ),
+    )
+
+
+def with_grade_noise(
+    metrics: EvaluationMetrics,
+    y_true: ArrayLike,
+    noise_calibrated_probs: ArrayLike,
+    share: float,
+    *,
+    n_bootstrap: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> EvaluationMetrics:
+    """``metrics`` with the ECE of the same predictions after the grade-noise calibration."""
+    labels, p = _validated(y_true, noise_calibrated_probs)
+    return replace(
+        metrics,
+        ece_grade_noise=expected_calibration_error(labels, p),
+        ece_grade_noise_ci=(
+            bootstrap_ece_interval(labels, p, n_bootstrap, seed) if n_bootstrap else None
+        ),
+        grade_noise_share=float(share),
     )
 
 

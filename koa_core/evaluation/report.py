@@ -53,6 +53,12 @@ HEADLINES = (
         "ece_calibrated_ci",
         higher_is_better=False,
     ),
+    Headline(
+        "ece_grade_noise",
+        "ECE after temperature and grade-noise term",
+        "ece_grade_noise_ci",
+        higher_is_better=False,
+    ),
 )
 
 
@@ -249,6 +255,18 @@ def _ece_floor_lines(data: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _grade_noise_lines(data: Mapping[str, Any]) -> list[str]:
+    share = data.get("grade_noise_share")
+    if share is None:
+        return []
+    return [
+        "",
+        f"Fitted together with the temperature on validation, the grade-noise term moves "
+        f"{share:.0%} of each grade's probability onto its neighbouring grades: labels that "
+        "confuse neighbouring grades cap how often even a clear knee's grade is right.",
+    ]
+
+
 def _markdown(
     title: str, data: Mapping[str, Any], paths: ReportPaths, reliability: Sequence[str] = ()
 ) -> str:
@@ -267,6 +285,7 @@ def _markdown(
         ci = _fmt_ci(data.get(row.ci_key)) if row.ci_key else ""
         lines.append(f"| {row.label} | {_fmt(data.get(row.key))} | {ci} |")
     lines += _ece_floor_lines(data)
+    lines += _grade_noise_lines(data)
     lines += [
         "",
         "| Grade | Precision | Recall | F1 | Support | AUC (OvR) |",

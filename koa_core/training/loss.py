@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from koa_core.evaluation.calibration import adjacent_mixing
 from koa_core.schema import NUM_CLASSES
 from koa_core.training.config import TrainConfig
 
@@ -20,12 +21,8 @@ def adjacent_targets(
     targets: torch.Tensor, share: float, num_classes: int = NUM_CLASSES
 ) -> torch.Tensor:
     """Target distributions with ``share`` of each grade's mass on its neighbours."""
-    rows = torch.zeros(num_classes, num_classes, device=targets.device)
-    for grade in range(num_classes):
-        neighbours = [g for g in (grade - 1, grade + 1) if 0 <= g < num_classes]
-        rows[grade, neighbours] = share / len(neighbours)
-        rows[grade, grade] = 1.0 - share
-    return rows[targets]
+    rows = torch.as_tensor(adjacent_mixing(share, num_classes), dtype=torch.float32)
+    return rows.to(targets.device)[targets]
 
 
 def kl_loss(
