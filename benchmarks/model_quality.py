@@ -100,15 +100,17 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             f" ({k['grade_noise_share']:.2f} / {ref['grade_noise_share']:.2f}) |"
         )
     print(
-        "\n| set | QWK plain / TTA | acc plain / TTA | ECE-T plain / TTA | scoring s plain / TTA |"
+        "\n| set | QWK plain / TTA | acc plain / TTA | ECE-T plain / TTA"
+        " | ECE after T + grade noise plain / TTA | scoring s plain / TTA |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         p, t = r["koa"]["plain"], r["koa"]["tta"]
         print(
             f"| {name} | {p['qwk']:.3f} / {t['qwk']:.3f}"
             f" | {p['accuracy']:.3f} / {t['accuracy']:.3f}"
             f" | {p['ece_calibrated']:.3f} / {t['ece_calibrated']:.3f}"
+            f" | {p['ece_grade_noise']:.3f} / {t['ece_grade_noise']:.3f}"
             f" | {p['scoring_s']:.2f} / {t['scoring_s']:.2f}"
             f" ({t['scoring_s'] / p['scoring_s']:.1f}x) |"
         )
