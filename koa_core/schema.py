@@ -26,3 +26,17 @@ def p_koa(probabilities: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """
     values: npt.NDArray[Any] = np.asarray(probabilities, dtype=np.float64)
     return np.asarray(np.clip(values[:, KOA_MIN_GRADE:].sum(axis=1), 0.0, 1.0), np.float64)
+
+
+def adjacent_mixing(share: float, num_classes: int = NUM_CLASSES) -> npt.NDArray[np.float64]:
+    """Row-stochastic matrix moving ``share`` of each grade onto its neighbours.
+
+    Split between the two neighbours; all on the one for KL0 and KL4. Row ``g`` is the
+    distribution of the grade a reader records when the knee's grade is ``g``.
+    """
+    mixing = np.zeros((num_classes, num_classes))
+    for grade in range(num_classes):
+        neighbours = [g for g in (grade - 1, grade + 1) if 0 <= g < num_classes]
+        mixing[grade, neighbours] = share / len(neighbours)
+        mixing[grade, grade] = 1.0 - share
+    return mixing

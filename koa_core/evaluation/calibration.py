@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 
-from koa_core.schema import NUM_CLASSES
+from koa_core.schema import adjacent_mixing
 
 # T outside [1/20, 20] means the logits carry no usable ranking; the bound keeps the
 # one-dimensional search finite on degenerate inputs.
@@ -71,20 +71,6 @@ def apply_temperature(logits: ArrayLike | torch.Tensor, temperature: float) -> N
 # Adjacent-grade shares tried when fitting the grade-noise term; a grid keeps the fit
 # deterministic where a joint search stalled at share 0 on one of the phantom sets.
 NOISE_SHARES = np.linspace(0.0, 0.4, 41)
-
-
-def adjacent_mixing(share: float, num_classes: int = NUM_CLASSES) -> NDArray[np.float64]:
-    """Row-stochastic matrix moving ``share`` of each grade onto its neighbours.
-
-    Split between the two neighbours; all on the one for KL0 and KL4. Row ``g`` is the
-    distribution of the grade a reader records when the knee's grade is ``g``.
-    """
-    mixing = np.zeros((num_classes, num_classes))
-    for grade in range(num_classes):
-        neighbours = [g for g in (grade - 1, grade + 1) if 0 <= g < num_classes]
-        mixing[grade, neighbours] = share / len(neighbours)
-        mixing[grade, grade] = 1.0 - share
-    return mixing
 
 
 @dataclass(frozen=True)

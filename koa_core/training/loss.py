@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from koa_core.evaluation.calibration import adjacent_mixing
-from koa_core.schema import NUM_CLASSES
+from koa_core.schema import NUM_CLASSES, adjacent_mixing
 from koa_core.training.config import TrainConfig
 
 

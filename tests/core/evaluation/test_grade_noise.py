@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from koa_core.evaluation.calibration import (
-    adjacent_mixing,
     apply_temperature,
     fit_grade_noise,
     fit_temperature,
 )
 from koa_core.evaluation.evaluate import evaluate_probabilities
 from koa_core.evaluation.metrics import EvaluationMetrics, expected_calibration_error
+from koa_core.schema import adjacent_mixing
 from koa_core.training.loss import adjacent_targets
 
 NOISE = 0.15
