@@ -51,7 +51,7 @@ def metrics_table(metrics: Mapping[str, Any], title: str) -> Table:
 
     table = Table("metric", "value", "95 % CI", title=title)
     for row in HEADLINES:
-        if row.key not in metrics or (row.key == "ece_calibrated" and metrics[row.key] is None):
+        if not row.shown(metrics):
             continue
         interval = metrics.get(row.ci_key) if row.ci_key else None
         ci = "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"

@@ -27,12 +27,21 @@ DPI = 110
 
 @dataclass(frozen=True)
 class Headline:
-    """One row of the headline table: the ``metrics.json`` key, its label and its CI key."""
+    """One row of the headline table: the ``metrics.json`` key, its label and its CI key.
+
+    An ``optional`` row (a calibrated ECE: only with a validation split) is left out when
+    the evaluation has no value for it, rather than shown as n/a.
+    """
 
     key: str
     label: str
     ci_key: str | None = None
     higher_is_better: bool = True
+    optional: bool = False
+
+    def shown(self, metrics: Mapping[str, Any]) -> bool:
+        """Whether the row belongs in a table of ``metrics``."""
+        return self.key in metrics and not (self.optional and metrics[self.key] is None)
 
 
 HEADLINES = (
@@ -52,12 +61,14 @@ HEADLINES = (
         "ECE after temperature scaling",
         "ece_calibrated_ci",
         higher_is_better=False,
+        optional=True,
     ),
     Headline(
         "ece_grade_noise",
         "ECE after temperature and grade-noise term",
         "ece_grade_noise_ci",
         higher_is_better=False,
+        optional=True,
     ),
 )
 
@@ -280,7 +291,7 @@ def _markdown(
         "|---|---:|---|",
     ]
     for row in HEADLINES:
-        if row.key == "ece_calibrated" and data.get(row.key) is None:
+        if not row.shown(data):
             continue
         ci = _fmt_ci(data.get(row.ci_key)) if row.ci_key else ""
         lines.append(f"| {row.label} | {_fmt(data.get(row.key))} | {ci} |")
