@@ -8,10 +8,16 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from koa_core.errors import OverlayError
-from koa_core.imaging.transforms import HIGH_PERCENTILE, LOW_PERCENTILE, histogram_percentiles
+from koa_core.imaging.transforms import (
+    HIGH_PERCENTILE,
+    LOW_PERCENTILE,
+    block_mean,
+    histogram_percentiles,
+)
 
 MAX_SIDE = 1024
 """Films are downscaled so their longest side is at most this (viewers and PACS thumbnails)."""
@@ -72,28 +78,30 @@ def window_film(film: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     return np.asarray(np.round(np.clip(scaled, 0.0, 1.0) * 255), dtype=np.uint8)
 
 
-def output_scale(shape: tuple[int, int], max_side: int = MAX_SIDE) -> float:
-    """The factor from film to picture pixels: 1, or less for films over ``max_side``."""
-    return min(1.0, max_side / max(shape))
+def shrink_factor(shape: tuple[int, int], max_side: int = MAX_SIDE) -> int:
+    """The whole number of film pixels per picture pixel that brings the longest side of
+    ``shape`` to at most ``max_side``: 1 for films that fit."""
+    return max(1, -(-max(shape) // max_side))
 
 
 def shrink_film(film: npt.ArrayLike, max_side: int = MAX_SIDE) -> npt.NDArray[np.float32]:
-    """The film as float32, downscaled so its longest side is at most ``max_side``.
+    """The film as float32, block-averaged so its longest side is at most ``max_side``.
 
     Shrinking comes before windowing: the percentiles of a 1 Mpx picture are those of the
     8 Mpx film to well under a grey level, at an eighth of the cost (a 0.15 mm bilateral
-    film windowed whole took ~250 ms of a night's ~300 ms per delivered film).
+    film windowed whole took ~250 ms of a night's ~300 ms per delivered film). A whole-number
+    block mean reads each pixel once and cannot alias; Pillow's BOX resize to exactly
+    ``max_side`` took 33 ms on such a film, the block mean ~4 (AMD EPYC, one thread). The
+    last ``< factor`` rows and columns, well under a millimetre, are left out.
     """
-    values = np.asarray(film, dtype=np.float32)
+    values = np.ascontiguousarray(film, dtype=np.float32)
     if values.ndim != 2 or values.size == 0:
         raise OverlayError(f"the film must be one 2-D image; got shape {values.shape}")
-    scale = output_scale((values.shape[0], values.shape[1]), max_side)
-    if scale >= 1.0:
+    factor = shrink_factor((values.shape[0], values.shape[1]), max_side)
+    if factor == 1:
         return values
-    size = (max(1, round(values.shape[1] * scale)), max(1, round(values.shape[0] * scale)))
-    # An area average: no aliasing when shrinking, and 4x faster than Lanczos in float.
-    shrunk = Image.fromarray(values).resize(size, Image.Resampling.BOX)
-    return np.asarray(shrunk, dtype=np.float32)
+    rows, columns = values.shape[0] // factor * factor, values.shape[1] // factor * factor
+    return block_mean(torch.from_numpy(values), factor, rows, columns).numpy()
 
 
 def scaled_box(box: Box, scale: float, shape: tuple[int, int]) -> Box:
@@ -156,7 +164,7 @@ def render_overlay(
     """
     grey = window_film(shrink_film(film, max_side))
     picture = np.repeat(grey[:, :, None], 3, axis=2)
-    scale = grey.shape[1] / np.shape(film)[1]
+    scale = 1.0 / shrink_factor((np.shape(film)[0], np.shape(film)[1]), max_side)
     shape = (picture.shape[0], picture.shape[1])
     boxes = [scaled_box(knee.box, scale, shape) for knee in knees]
     for knee, box in zip(knees, boxes, strict=True):

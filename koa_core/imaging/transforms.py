@@ -55,6 +55,17 @@ class ModelInput:
     flipped: bool
 
 
+def block_mean(tensor: torch.Tensor, block: int, rows: int, columns: int) -> torch.Tensor:
+    """The mean of each ``block x block`` tile of the top-left ``rows x columns`` of a 2-D
+    contiguous tensor (both multiples of ``block``)."""
+    # Rows first: a slice of whole rows is still contiguous, so the big reduction runs over
+    # a (rows / block, block, all columns) view, vectorised along the columns, reading each
+    # pixel once; measured 2x faster than avg_pool2d's (block x block) windows here.
+    row_sums = tensor[:rows].view(rows // block, block, tensor.shape[1]).sum(dim=1)
+    sums = row_sums[:, :columns].reshape(rows // block, columns // block, block).sum(dim=2)
+    return sums / (block * block)
+
+
 def histogram_percentiles(
     image: npt.NDArray[np.generic], percentiles: tuple[float, ...], bins: int = HISTOGRAM_BINS
 ) -> tuple[float, ...]:

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from koa_core.imaging.transforms import clip_to_percentiles
+from koa_core.imaging.transforms import block_mean, clip_to_percentiles
 from koa_core.localize.card import InputNormalisation
 
 FloatImage = npt.NDArray[np.float32]
@@ -71,17 +71,6 @@ def resample(
         tensor = block_mean(tensor, block, rows, columns)
     small = F.interpolate(tensor[None, None], size=size, mode="bilinear", antialias=True)
     return small[0, 0].numpy(), (rows, columns)
-
-
-def block_mean(tensor: torch.Tensor, block: int, rows: int, columns: int) -> torch.Tensor:
-    """The mean of each ``block x block`` tile of the top-left ``rows x columns`` of a 2-D
-    contiguous tensor (both multiples of ``block``)."""
-    # Rows first: a slice of whole rows is still contiguous, so the big reduction runs over
-    # a (rows / block, block, all columns) view, vectorised along the columns, reading each
-    # pixel once; measured 2x faster than avg_pool2d's (block x block) windows here.
-    row_sums = tensor[:rows].view(rows // block, block, tensor.shape[1]).sum(dim=1)
-    sums = row_sums[:, :columns].reshape(rows // block, columns // block, block).sum(dim=2)
-    return sums / (block * block)
 
 
 def prepare_film(

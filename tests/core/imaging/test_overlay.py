@@ -14,6 +14,7 @@ from koa_core.imaging.overlay import (
     knee_label,
     label_height,
     render_overlay,
+    shrink_film,
     window_film,
 )
 
@@ -86,10 +87,20 @@ def test_big_films_are_downscaled_with_their_boxes() -> None:
     big = film(2400, 3000)
     box = (800, 1600, 400, 1200)
     picture = render_overlay(big, [knee("R", box, left_hot())])
-    assert picture.shape == (819, 1024, 3)  # longest side 1024, aspect kept
-    scale = 1024 / 3000
+    # Block means of 3 x 3 film pixels: the longest side at most 1024, the aspect kept.
+    assert picture.shape == (800, 1000, 3)
+    scale = 1 / 3
     row0, col0, col1 = round(800 * scale), round(400 * scale), round(1200 * scale)
     assert (picture[row0, col0 + 5 : col1 - 5] == BOX_RGB).all()
+
+
+def test_a_shrunk_film_is_the_mean_of_each_block_of_film_pixels() -> None:
+    big = np.random.default_rng(3).uniform(0, 4095, (2861, 2855)).astype(np.float32)
+    small = shrink_film(big)
+    assert small.shape == (953, 951)
+    expected = big[:2859, :2853].reshape(953, 3, 951, 3).mean(axis=(1, 3))
+    assert np.allclose(small, expected, rtol=1e-5)
+    assert shrink_film(big[:1000, :1024]).shape == (1000, 1024)  # a film that fits
 
 
 def test_a_film_without_knees_is_just_the_windowed_film() -> None:

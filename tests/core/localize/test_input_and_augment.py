@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from koa_core.errors import CorruptCheckpointError
+from koa_core.imaging.transforms import block_mean
 from koa_core.localize.augment import DROP_MARGIN_MM, KEEP_MARGIN_MM, WorkFilm, augment_sample
 from koa_core.localize.card import LocalizerCard, read_localizer_card
-from koa_core.localize.film_input import block_mean, network_tensor, prepare_film, resample
+from koa_core.localize.film_input import network_tensor, prepare_film, resample
 from koa_core.localize.train_config import LocalizerTrainConfig
 
 
