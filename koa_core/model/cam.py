@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from koa_core.errors import CamError
-from koa_core.model.network import PooledGrader
+from koa_core.model.card import ModelCard
+from koa_core.model.fastpath import Forward
+from koa_core.model.inference import to_model_input
+from koa_core.model.network import PooledGrader, kl_probabilities
 from koa_core.schema import NUM_CLASSES
 
 
@@ -28,15 +31,34 @@ def activation_maps(
     model: PooledGrader, images: torch.Tensor, grades: torch.Tensor
 ) -> torch.Tensor:
     """Raw CAMs at feature resolution, (N, h, w) float32: ``sum_c w[grade, c] * A[c]``."""
-    maps = model.feature_maps(images).float()
-    weights = model.fc.weight.float()[grades]  # (N, C)
-    return torch.einsum("nc,nchw->nhw", weights, maps)
+    return _weighted_maps(model.feature_maps(images).float(), model.fc.weight, grades)
+
+
+def _weighted_maps(maps: torch.Tensor, weight: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("nc,nchw->nhw", weight.float()[grades], maps)
 
 
 def _unit_scaled(maps: torch.Tensor) -> torch.Tensor:
     """Each (N, H, W) non-negative map divided by its maximum (an all-zero map stays zero)."""
     peak = maps.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, maps / peak.clamp_min(1e-12), torch.zeros_like(maps))
+
+
+def _heatmaps(raw: torch.Tensor, size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """Feature-grid CAMs as unit-scaled input-size heatmaps: ReLU, then upsample, as Grad-CAM."""
+    upsampled = F.interpolate(
+        raw.clamp_min(0.0)[:, None], size=size, mode="bilinear", align_corners=False
+    )[:, 0]
+    return np.ascontiguousarray(_unit_scaled(upsampled).cpu().numpy(), dtype=np.float32)
+
+
+def _grade_index(
+    grades: Sequence[int] | torch.Tensor, count: int, device: torch.device
+) -> torch.Tensor:
+    index = torch.as_tensor(grades, dtype=torch.long, device=device).reshape(-1)
+    if index.shape[0] != count or bool(((index < 0) | (index >= NUM_CLASSES)).any()):
+        raise CamError(f"need one KL grade 0-{NUM_CLASSES - 1} per image; got {index.tolist()}")
+    return index
 
 
 def class_activation_maps(
@@ -61,20 +83,41 @@ def class_activation_maps(
         raise CamError(f"class-activation maps need a PooledGrader, not {type(model).__name__}")
     if images.ndim != 4 or images.shape[1] != 1:
         raise CamError(f"expected (N, 1, H, W) images, got {tuple(images.shape)}")
-    device = model.fc.weight.device
-    index = torch.as_tensor(grades, dtype=torch.long, device=device).reshape(-1)
-    if index.shape[0] != images.shape[0] or bool(((index < 0) | (index >= NUM_CLASSES)).any()):
-        raise CamError(f"need one KL grade 0-{NUM_CLASSES - 1} per image; got {index.tolist()}")
+    index = _grade_index(grades, images.shape[0], model.fc.weight.device)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            # ReLU on the feature grid, then upsample, as Grad-CAM does.
-            maps = activation_maps(model, images.to(device), index).clamp_min(0.0)
-            upsampled = F.interpolate(
-                maps[:, None], size=tuple(images.shape[2:]), mode="bilinear", align_corners=False
-            )[:, 0]
-            scaled = _unit_scaled(upsampled)
+            raw = activation_maps(model, images.to(model.fc.weight.device), index)
+            return _heatmaps(raw, (images.shape[2], images.shape[3]))
     finally:
         model.train(was_training)
-    return np.ascontiguousarray(scaled.cpu().numpy(), dtype=np.float32)
+
+
+def predict_with_heatmaps(
+    forward: Forward, card: ModelCard, images: torch.Tensor, batch_size: int = 64
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """KL probabilities (N, 5) and the CAM of each predicted grade (N, S, S), one pass.
+
+    The logits are pooled from the same feature maps the CAMs weigh, so scoring with
+    heatmaps costs one forward pass, as scoring without them does.
+
+    Args:
+        forward: the scoring forward (``koa_core.model.fastpath.optimise_for_inference``).
+        card: the model's card (normalisation).
+        images: (N, S, S) or (N, 1, S, S), uint8 or float in [0, 1].
+        batch_size: images per forward pass.
+    """
+    probabilities, heatmaps = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = to_model_input(images[start : start + batch_size], card, forward.device)
+            logits, maps = forward.with_maps(batch)
+            grades = logits.argmax(dim=1)
+            probabilities.append(kl_probabilities(logits).cpu().numpy())
+            raw = _weighted_maps(maps, forward.head.weight, grades)
+            heatmaps.append(_heatmaps(raw, (batch.shape[2], batch.shape[3])))
+    if not probabilities:
+        size = card.input_size
+        return np.zeros((0, NUM_CLASSES), np.float32), np.zeros((0, size, size), np.float32)
+    return np.concatenate(probabilities).astype(np.float32), np.concatenate(heatmaps)

@@ -8,6 +8,10 @@ NCHW, as fast as a frozen TorchScript trace, and costs ~0.3 s per process to bui
 process to compile (a warm cache still ~40 s), which a nightly run with a 20 s start-up
 budget cannot pay on every Dask worker. bf16 autocast is several times *slower* than fp32
 where the CPU emulates it, so it is used only on CPUs with native bf16 and on CUDA.
+
+Every path optimises the grader's convolutional part (``feature_maps``) only and applies the
+pooled linear head after it in fp32: that is the grader's own forward, and it hands the last
+feature maps to the class-activation maps without a second pass over the knees.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -24,11 +28,49 @@ from torch import nn
 
 from koa_core.model.card import ModelCard
 from koa_core.model.inference import autocast, autocast_dtype, resolve_device
-from koa_core.model.network import place
+from koa_core.model.network import PooledGrader, place
 
 ExecutionPath = Literal["eager", "channels_last", "autocast", "fused", "compile"]
 EXECUTION_PATHS: tuple[str, ...] = get_args(ExecutionPath)
-Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class FeatureMaps(nn.Module):
+    """A grader's convolutional part alone, as a module the fast paths can trace."""
+
+    def __init__(self, grader: PooledGrader) -> None:
+        super().__init__()
+        self.grader = grader
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.grader.feature_maps(x)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A scoring forward: a normalised (N, 1, S, S) batch in, float32 (N, 5) logits out.
+
+    ``with_maps`` also returns the last feature maps (float32, (N, C, h, w)) that the
+    logits were pooled from, for class-activation maps at no extra pass.
+    """
+
+    features: nn.Module
+    head: nn.Linear
+    device: torch.device
+    memory_format: torch.memory_format
+    use_autocast: bool
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.with_maps(batch)[0]
+
+    def with_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, feature maps) of ``batch``."""
+        batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode():
+            with autocast(self.device, enabled=self.use_autocast):
+                maps = self.features(batch)
+            maps = maps.float()
+            logits: torch.Tensor = self.head(maps.mean(dim=(2, 3)))
+        return logits, maps
 
 
 def default_path(device: str | torch.device = "auto") -> ExecutionPath:
@@ -53,7 +95,7 @@ def inductor_cache_dir(home: Path | None = None) -> Path:
 
 
 def optimise_for_inference(
-    model: nn.Module,
+    model: PooledGrader,
     card: ModelCard,
     device: str | torch.device = "auto",
     path: ExecutionPath | Literal["auto"] = "auto",
@@ -75,24 +117,30 @@ def optimise_for_inference(
             ``"auto"`` is :func:`default_path`.
 
     Returns:
-        A callable taking a (N, 1, S, S) float batch on ``device`` (any memory format).
+        A :class:`Forward` taking a (N, 1, S, S) float batch on ``device`` (any memory
+        format).
     """
     target = resolve_device(device)
     chosen = default_path(target) if path == "auto" else path
     if chosen not in EXECUTION_PATHS:
         raise ValueError(f"unknown execution path {chosen!r}; choose from {EXECUTION_PATHS}")
     model.eval()
+    # The head is copied so that the forward keeps the weights it was built with, as the
+    # fused and compiled feature networks do.
+    head = copy.deepcopy(model.fc)
     if chosen == "eager":
         reference = copy.deepcopy(model)
         # torch's stubs omit Module.to's memory_format keyword, which it does accept.
         reference.to(target, memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-        return _wrapped(reference, target, torch.contiguous_format, use_autocast=False)
-    network = place(model, target)
+        return Forward(
+            FeatureMaps(reference), head.to(target), target, torch.contiguous_format, False
+        )
+    features: nn.Module = FeatureMaps(place(model, target))
     if chosen == "fused":
-        network = _folded(network)
+        features = _folded(features)
     elif chosen == "compile":
-        network = _compiled(network, card, target)
-    return _wrapped(network, target, torch.channels_last, use_autocast=chosen != "fused")
+        features = _compiled(features, card, target)
+    return Forward(features, head.to(target), target, torch.channels_last, chosen != "fused")
 
 
 def _folded(model: nn.Module) -> nn.Module:
@@ -121,19 +169,3 @@ def _compiled(model: nn.Module, card: ModelCard, device: torch.device) -> nn.Mod
     with torch.inference_mode(), autocast(device):
         compiled(example.contiguous(memory_format=torch.channels_last))
     return compiled
-
-
-def _wrapped(
-    network: nn.Module,
-    device: torch.device,
-    memory_format: torch.memory_format,
-    *,
-    use_autocast: bool,
-) -> Forward:
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device).contiguous(memory_format=memory_format)
-        with torch.inference_mode(), autocast(device, enabled=use_autocast):
-            logits: torch.Tensor = network(batch)
-        return logits.float()
-
-    return forward

@@ -18,7 +18,7 @@ import torch
 from koa_core.evaluation.conformal import prediction_sets
 from koa_core.evaluation.referral import referral
 from koa_core.evaluation.set_calibration import card_calibration
-from koa_core.model.cam import class_activation_maps
+from koa_core.model.cam import class_activation_maps, predict_with_heatmaps
 from koa_core.model.card import ModelCard, read_card
 from koa_core.model.checkpoint import load_model
 from koa_core.model.fastpath import Forward, optimise_for_inference
@@ -79,11 +79,18 @@ def score_chunk(
     stack = np.load(array_path, mmap_mode="r")
     indices = [int(row["array_index"]) for row in rows]
     images = torch.from_numpy(np.ascontiguousarray(stack[indices]))
-    probabilities = predict_dataset(
-        model, card, images, batch_size, device, forward=fast_forward(model_dir, device), tta=tta
-    )
+    forward = fast_forward(model_dir, device)
+    if heatmaps and not tta:
+        probabilities, maps = predict_with_heatmaps(forward, card, images, batch_size)
+    else:
+        probabilities = predict_dataset(
+            model, card, images, batch_size, device, forward=forward, tta=tta
+        )
     if heatmaps:
-        _save_heatmaps(array_path, model, card, images, probabilities)
+        if tta:  # TTA averages several views: its grade is explained on the plain one
+            batch = to_model_input(images, card, next(model.parameters()).device)
+            maps = class_activation_maps(model, batch, np.argmax(probabilities, axis=1).tolist())
+        save_array_atomically(heatmap_path(array_path), maps.astype(np.float16))
     calibration = card_calibration(card)
     sets = prediction_sets(probabilities, calibration) if calibration else None
     scored = []
@@ -101,18 +108,6 @@ def heatmap_path(array_path: str) -> Path:
     """Where ``score_chunk`` keeps a chunk's heatmaps: beside its input stack."""
     path = Path(array_path)
     return path.with_name(f"{path.stem}-heatmaps.npy")
-
-
-def _save_heatmaps(
-    array_path: str,
-    model: GraderNet,
-    card: ModelCard,
-    images: torch.Tensor,
-    probabilities: npt.NDArray[np.float32],
-) -> None:
-    batch = to_model_input(images, card, next(model.parameters()).device)
-    maps = class_activation_maps(model, batch, np.argmax(probabilities, axis=1).tolist())
-    save_array_atomically(heatmap_path(array_path), maps.astype(np.float16))
 
 
 def _outputs(probs: npt.NDArray[np.float32]) -> dict[str, Any]:

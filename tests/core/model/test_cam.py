@@ -11,14 +11,16 @@ import torch.nn.functional as F
 
 from koa_core.errors import CamError
 from koa_core.imaging.transforms import preprocess
-from koa_core.model.cam import class_activation_maps
+from koa_core.model.cam import class_activation_maps, predict_with_heatmaps
 from koa_core.model.card import Architecture, ModelCard
-from koa_core.model.inference import to_model_input
+from koa_core.model.fastpath import optimise_for_inference
+from koa_core.model.inference import predict_dataset, to_model_input
 from koa_core.model.network import PooledGrader, build_model
 from koa_core.phantom.anatomy import KLFeatures, render_knee
 
 INPUT = 96
 CPU = torch.device("cpu")
+GENERATOR = torch.Generator().manual_seed(7)
 # A lone osteophyte is a KL2 sign; the grader learns KL0 (none) against KL2 (one spur).
 SPUR_GRADE = 2
 MEDIAL_TIBIA, LATERAL_TIBIA = 0, 1  # indices into KLFeatures.osteophyte_mm
@@ -216,3 +218,27 @@ def test_bad_inputs_are_cam_errors(images: torch.Tensor, grades: list[int]) -> N
 def test_a_model_without_a_pooled_head_is_refused() -> None:
     with pytest.raises(CamError, match="PooledGrader"):
         class_activation_maps(torch.nn.Conv2d(1, 5, 3), torch.zeros(1, 1, 8, 8), [0])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["eager", "fused"])
+def test_one_pass_scoring_gives_the_grades_and_maps_of_two(path: str) -> None:
+    model = next(_randomised("plain"))
+    card = ModelCard(input_size=64, architecture=Architecture("plain", (1, 1, 1), 8, 0.3))
+    noise = torch.randint(0, 120, (10, 64, 64), generator=GENERATOR)
+    images = (noise + torch.arange(10).view(10, 1, 1) * 15).to(torch.uint8)  # ten exposures
+    with torch.no_grad():  # a head that grades image i as i % 5 (a random one grades alike)
+        features = model.eval().forward_features(to_model_input(images, card, CPU))
+        design = torch.cat([features, torch.ones(10, 1)], dim=1)
+        targets = F.one_hot(torch.arange(10) % 5, 5).float() * 10.0
+        solution = torch.linalg.lstsq(design, targets).solution
+        model.fc.weight.copy_(solution[:-1].T)
+        model.fc.bias.copy_(solution[-1])
+    forward = optimise_for_inference(model, card, "cpu", path)  # type: ignore[arg-type]
+    probabilities, heatmaps = predict_with_heatmaps(forward, card, images, batch_size=4)
+    expected = predict_dataset(model, card, images, 4, "cpu", fast=False)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    grades = expected.argmax(axis=1)
+    assert len(set(grades.tolist())) > 1, "one grade for every image would hide a mix-up"
+    two_pass = class_activation_maps(model, to_model_input(images, card, CPU), grades.tolist())
+    assert heatmaps.shape == (10, 64, 64) and heatmaps.dtype == np.float32
+    np.testing.assert_allclose(heatmaps, two_pass, atol=1e-3)
