@@ -13,6 +13,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage
 
 from koa_core.delivery import codes as koa_codes
+from koa_core.delivery import report as report_module
 from koa_core.delivery.readback import read_report
 from koa_core.delivery.report import build_report
 from koa_core.errors import ResultBuildError
@@ -142,3 +143,32 @@ def test_knees_that_cannot_be_reported_raise_a_named_error(change: dict[str, obj
 def test_a_report_of_something_else_is_refused() -> None:
     with pytest.raises(ResultBuildError):
         read_report(film_header(10))
+
+
+def _encoded(ds: Dataset) -> bytes:
+    # The build's clock, not its content.
+    ds.ContentDate = ds.InstanceCreationDate = "20261127"
+    ds.ContentTime = ds.InstanceCreationTime = "120000"
+    for item in ds.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = "20261127120000"
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "knees",
+    [
+        None,  # two knees, one referred with a reason
+        (knee("L", 4, True),),  # a KL4 set cannot widen upwards: referred without a reason
+        (knee("R", 0),),
+    ],
+)
+def test_the_report_is_the_file_highdicom_builds_from_the_whole_tree(
+    knees: tuple | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scored = film(12, knees=knees)
+    fast = _encoded(build_report(scored))
+    # highdicom's own way: the whole tree handed to the document constructor.
+    monkeypatch.setattr(report_module, "_bare", lambda root: root)
+    assert fast == _encoded(build_report(scored))
