@@ -24,7 +24,7 @@ from flows.redaction import redacted_logs
 from flows.reporting import publish_nightly_artifacts
 from flows.runners import dask_task_runner
 from koa_core.config import Settings, get_settings
-from koa_core.delivery.deliver import instances_dir
+from koa_core.delivery.deliver import Instance, instances_dir
 from koa_core.delivery.findings import Algorithm
 from koa_core.delivery.ledger import DELIVERED
 from koa_core.errors import BatchFailedError, KoaError
@@ -218,11 +218,11 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
         if settings.deliver_to is not None:
             folder = instances_dir(settings.runs_dir, day, run.run_id)
             plan = ResultsPlan(algorithm_of(version, localizer), run.run_id, str(folder))
-        docs_path, built = _process(settings, ledger, listing, run_dir, models, plan)
+        docs_path, pending = _process(settings, ledger, listing, run_dir, models, plan)
         summary = commit_night(ledger, settings, started, docs_path)
         _report(summary, ledger)
         if settings.deliver_to is not None:
-            _deliver(ledger, built, settings, settings.deliver_to)
+            _deliver(ledger, pending.gathered(), settings, settings.deliver_to)
     cleanup_staging(staging_dir_for(day, settings), keep=settings.keep_staged_files)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     if summary.failed:
@@ -265,12 +265,12 @@ def _process(
     run_dir: Path,
     models: ChunkModels,
     plan: ResultsPlan | None,
-) -> tuple[Path | None, Built]:
+) -> tuple[Path | None, PendingResults]:
     """Check, prepare and score the night's files into ``ledger``.
 
     Returns:
-        The Data Docs path, and per DICOM film the SR and SC the workers kept (when
-        ``plan`` asks for them).
+        The Data Docs path, and the workers' builds of each DICOM film's SR and SC (when
+        ``plan`` asks for them), which may still be running: the scores do not wait.
     """
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
     header_chunks = read_headers.map(list(chunked(files, 4 * settings.chunk_size)))
@@ -284,9 +284,10 @@ def _process(
     )
     # Passed rows are hashed while they are decoded; refused ones are hashed here.
     ledger.quarantine(with_sha256(checked.quarantined_rows()), "manifest")
-    chunks = list(ramped(checked.passed_rows(), settings.chunk_size, FIRST_CHUNK))
+    passed = checked.passed_rows()
+    chunks = list(ramped(passed, settings.chunk_size, FIRST_CHUNK, _cluster_threads()))
     scored: Rows = []
-    built: dict[str, Any] = {}
+    pending = PendingResults([])
     scratch = run_dir / "inputs"
     for futures in _run_chunks(settings, chunks, scratch, models, plan):
         for stage in (READ, LOCALIZE):
@@ -294,9 +295,28 @@ def _process(
             ledger.quarantine([row for row in failures if row["stage"] == stage], stage)
         scored += futures.scored.result().value
         if futures.results is not None:
-            built.update(futures.results.result().value)
+            pending.futures.append(futures.results)
     _check_scores(ledger, scored)
-    return checked.docs_path, built
+    return checked.docs_path, pending
+
+
+@dataclass(frozen=True)
+class PendingResults:
+    """The workers' builds of the night's SRs and SCs, one future per chunk.
+
+    They are gathered only after the commit: the Parquet commit and the checks before it
+    run in the flow's process while the workers, idle otherwise, still draw overlays and
+    build reports (the last chunks' builds took ~3 s of a 100-film night after scoring).
+    """
+
+    futures: list[PrefectFuture[Sealed[dict[str, Any]]]]
+
+    def gathered(self) -> Built:
+        """Per DICOM film, its kept instances or why they could not be built."""
+        built: dict[str, list[Instance] | str] = {}
+        for future in self.futures:
+            built.update(future.result().value)
+        return built
 
 
 def _check_scores(ledger: NightLedger, scored: Rows) -> None:
@@ -350,11 +370,6 @@ class ChunkFutures:
     scored: PrefectFuture[Sealed[Rows]]
     results: PrefectFuture[Sealed[dict[str, Any]]] | None
 
-    @property
-    def last(self) -> PrefectFuture[Any]:
-        """The chunk's final task: once it finishes, the chunk is settled."""
-        return self.results if self.results is not None else self.scored
-
 
 def _run_chunks(
     settings: Settings,
@@ -369,7 +384,8 @@ def _run_chunks(
     thread before the first result could be reported (~10 s for 2,000 images), and let
     Dask prepare later chunks before it scored earlier ones. With at most
     ``CHUNKS_PER_THREAD`` per worker thread in flight, results, and progress, flow from
-    the first seconds. Each settled chunk is logged with ``koa_progress``.
+    the first seconds. A chunk is settled once scored (its SR and SC builds may still run);
+    each settled chunk is logged with ``koa_progress``.
     """
     progress = _Progress([len(chunk) for chunk in chunks])
     in_flight_limit = CHUNKS_PER_THREAD * _cluster_threads()
@@ -378,7 +394,7 @@ def _run_chunks(
         if index - progress.settled >= in_flight_limit:
             progress.wait_for_one()
         submitted.append(_submit_chunk(settings, chunk, index, scratch, models, plan))
-        progress.watch(submitted[-1].last, index)
+        progress.watch(submitted[-1].scored, index)
     while progress.settled < len(chunks):
         progress.wait_for_one()
     return submitted

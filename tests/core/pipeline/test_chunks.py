@@ -24,3 +24,18 @@ def test_ramped_chunks_double_from_the_first_to_the_full_size() -> None:
 def test_a_first_chunk_larger_than_the_size_is_capped() -> None:
     items = list(range(10))
     assert list(ramped(items, 4, 100)) == list(chunked(items, 4))
+
+
+def test_the_last_chunks_shrink_so_that_the_workers_finish_together() -> None:
+    sizes = [len(chunk) for chunk in ramped(list(range(100)), 64, 8, workers=2)]
+    assert sizes == [8, 16, 32, 22, 11, 8, 3]
+    # One worker has nobody to wait for: the chunks only ramp up.
+    assert [len(chunk) for chunk in ramped(list(range(100)), 64, 8)] == [8, 16, 32, 44]
+
+
+@given(st.integers(1, 3000), st.integers(1, 8))
+def test_no_chunk_is_bigger_than_a_workers_share_of_what_is_left(n: int, workers: int) -> None:
+    start = 0
+    for chunk in ramped(list(range(n)), 64, 8, workers):
+        assert len(chunk) <= max(8, -(-(n - start) // workers))
+        start += len(chunk)
