@@ -109,7 +109,12 @@ def prepare(
     torch.set_num_threads(models.threads)
     with redacted_logs(redactor):
         chunk = prepare_chunk(
-            rows.value, Path(scratch), chunk_id, models.input_size, models.localizer_dir
+            rows.value,
+            Path(scratch),
+            chunk_id,
+            models.input_size,
+            models.localizer_dir,
+            pictures=models.heatmaps,  # the overlays are drawn on them
         )
         return Sealed(chunk)
 

@@ -144,15 +144,35 @@ def _draw_label(draw: ImageDraw.ImageDraw, text: str, box: Box, height: int) -> 
     draw.text((col0 + 2, top + 1), text, fill=TEXT_RGB, font=font)
 
 
+@dataclass(frozen=True)
+class FilmPicture:
+    """A film as the overlay draws on it: windowed 8-bit grey, at most ``MAX_SIDE`` a side.
+
+    Attributes:
+        grey: (H', W') uint8.
+        scale: picture pixels per pixel of the film the knees' boxes are given in.
+    """
+
+    grey: npt.NDArray[np.uint8]
+    scale: float
+
+
+def film_picture(film: npt.ArrayLike, max_side: int = MAX_SIDE) -> FilmPicture:
+    """The film shrunk (``shrink_film``) and windowed (``window_film``) for drawing on.
+
+    Raises:
+        OverlayError: the film is not 2-D.
+    """
+    grey = window_film(shrink_film(film, max_side))
+    factor = shrink_factor((np.shape(film)[0], np.shape(film)[1]), max_side)
+    return FilmPicture(grey, 1.0 / factor)
+
+
 def render_overlay(
     film: npt.ArrayLike, knees: Sequence[OverlayKnee], *, max_side: int = MAX_SIDE
 ) -> ByteRGB:
-    """The overlay picture of one film, RGB uint8 (H', W', 3).
-
-    The film is windowed to 8-bit grey and downscaled so its longest side is at most
-    ``max_side``; inside each knee's box its heatmap is blended at ``ALPHA`` in the
-    ``inferno`` colormap, the box is outlined in green, and above it a black band holds
-    the side, KL grade, P(KOA) and prediction set (``knee_label``).
+    """The overlay picture of one film, RGB uint8 (H', W', 3): ``draw_overlay`` on its
+    ``film_picture``.
 
     Args:
         film: (H, W) bone-bright pixels, any range (as the reader returns them).
@@ -162,14 +182,25 @@ def render_overlay(
     Raises:
         OverlayError: the film is not 2-D, or a heatmap is not 2-D.
     """
-    grey = window_film(shrink_film(film, max_side))
-    picture = np.repeat(grey[:, :, None], 3, axis=2)
-    scale = 1.0 / shrink_factor((np.shape(film)[0], np.shape(film)[1]), max_side)
-    shape = (picture.shape[0], picture.shape[1])
-    boxes = [scaled_box(knee.box, scale, shape) for knee in knees]
+    return draw_overlay(film_picture(film, max_side), knees)
+
+
+def draw_overlay(picture: FilmPicture, knees: Sequence[OverlayKnee]) -> ByteRGB:
+    """Each knee drawn on the film's picture, RGB uint8.
+
+    Inside each knee's box its heatmap is blended at ``ALPHA`` in the ``inferno``
+    colormap, the box is outlined in green, and above it a black band holds the side, KL
+    grade, P(KOA) and prediction set (``knee_label``).
+
+    Raises:
+        OverlayError: a heatmap is not 2-D.
+    """
+    rgb = np.repeat(picture.grey[:, :, None], 3, axis=2)
+    shape = (rgb.shape[0], rgb.shape[1])
+    boxes = [scaled_box(knee.box, picture.scale, shape) for knee in knees]
     for knee, box in zip(knees, boxes, strict=True):
-        _blend_heatmap(picture, knee.heatmap, box)
-    image = Image.fromarray(picture)
+        _blend_heatmap(rgb, knee.heatmap, box)
+    image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     width = max(1, round(max(shape) / 400))
     for knee, box in zip(knees, boxes, strict=True):

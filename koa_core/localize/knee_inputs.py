@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from koa_core.config import Settings, get_settings
 from koa_core.errors import KneeTruncatedError
+from koa_core.imaging.overlay import FilmPicture, film_picture
 from koa_core.imaging.roi import off_film_share, roi_box, roi_input
 from koa_core.io.model_input import to_uint8
 from koa_core.io.reader import read_radiograph
@@ -50,10 +51,15 @@ class KneeInput:
 
 @dataclass(frozen=True)
 class FilmInputs:
-    """A file's knees (patient's right first) and its header metadata."""
+    """A file's knees (patient's right first) and its header metadata.
+
+    ``picture`` is the film as the overlay draws on it (scaled from stored pixels), when
+    asked for: made from the pixels already decoded, it spares decoding the film again.
+    """
 
     meta: ImageMetadata
     knees: tuple[KneeInput, ...]
+    picture: FilmPicture | None = None
 
 
 def decoded_spacing_mm(
@@ -92,7 +98,12 @@ def _knee_input(
 
 
 def load_knee_inputs(
-    path: Path, input_size: int, finder: KneeFinder, *, settings: Settings | None = None
+    path: Path,
+    input_size: int,
+    finder: KneeFinder,
+    *,
+    settings: Settings | None = None,
+    picture: bool = False,
 ) -> FilmInputs:
     """Decode the film ``path`` and turn each of its knees into the grader's input.
 
@@ -101,6 +112,7 @@ def load_knee_inputs(
         input_size: The grader's input side in pixels.
         finder: The localizer (``koa_core.localize`` ``find_knees`` bound to a model).
         settings: ``roi_mm``, thresholds and limits; ``get_settings()`` when omitted.
+        picture: also make the film's overlay picture (``FilmInputs.picture``).
 
     Raises:
         ImageReadError: the file cannot be decoded (a subclass names why).
@@ -128,4 +140,8 @@ def load_knee_inputs(
                 path, f"{share:.0%} of the {knee.side} knee's ROI lies off the film"
             )
         knees.append(knee_input)
-    return FilmInputs(meta, tuple(knees))
+    if not picture:
+        return FilmInputs(meta, tuple(knees))
+    drawn_on = film_picture(pixels)
+    stored_scale = drawn_on.scale / scale  # boxes are in stored pixels, not decoded ones
+    return FilmInputs(meta, tuple(knees), FilmPicture(drawn_on.grey, stored_scale))

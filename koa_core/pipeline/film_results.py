@@ -1,11 +1,12 @@
 """A scored film's results for its radiologist: the overlay picture and the DICOM findings.
 
-Built on the scoring workers, right after a chunk is scored, from its knee rows: each film
-is decoded once more (preparing kept only the knees' ROIs), its knees' boxes and heatmaps
-drawn on it (``koa_core.imaging.overlay``), and its findings handed to
-``koa_core.delivery`` for the structured report and the secondary capture, which are kept
-in the run's folder. Which of them are sent is decided after the commit: a film whose
-rows the night's checks quarantined has its results dropped (``deliver_night``).
+Built on the scoring workers, right after a chunk is scored, from its knee rows: each
+film's knees' boxes and heatmaps are drawn (``koa_core.imaging.overlay``) on the small
+picture of it that preparing kept (or on the film decoded once more where there is none),
+and its findings handed to ``koa_core.delivery`` for the structured report and the
+secondary capture, which are kept in the run's folder. Which of them are sent is decided
+after the commit: a film whose rows the night's checks quarantined has its results
+dropped (``deliver_night``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pydicom
 from koa_core.delivery.deliver import Instance, keep_instances
 from koa_core.delivery.findings import Algorithm, FilmFindings, KneeFinding
 from koa_core.errors import KoaError
-from koa_core.imaging.overlay import OverlayKnee, render_overlay
+from koa_core.imaging.overlay import FilmPicture, OverlayKnee, draw_overlay, render_overlay
 from koa_core.io.reader import read_radiograph
 from koa_core.schema import PROBABILITY_COLUMNS
 
@@ -79,10 +80,20 @@ def overlay_knee(knee: ScoredKnee, decode_scale: int) -> OverlayKnee:
 
 
 def film_overlay(path: Path, knees: Sequence[ScoredKnee]) -> npt.NDArray[np.uint8]:
-    """The overlay picture of the film at ``path`` with ``knees`` drawn on it."""
-    radiograph = read_radiograph(path)
-    drawn = [overlay_knee(knee, radiograph.decode_scale) for knee in knees]
-    return render_overlay(radiograph.pixels, drawn)
+    """The overlay picture of the film at ``path`` with ``knees`` drawn on it.
+
+    Drawn on the picture preparing kept (``picture_path``) when there is one: decoding a
+    0.15 mm film again and shrinking it cost ~20 ms of the ~45 its overlay took.
+    """
+    kept = knees[0].row.get("picture_path") if knees else None
+    if kept is None:
+        radiograph = read_radiograph(path)
+        drawn = [overlay_knee(knee, radiograph.decode_scale) for knee in knees]
+        return render_overlay(radiograph.pixels, drawn)
+    row = knees[0].row
+    with np.load(kept) as pictures:
+        picture = FilmPicture(pictures[row["picture_key"]], float(row["picture_scale"]))
+    return draw_overlay(picture, [overlay_knee(knee, 1) for knee in knees])
 
 
 def film_findings(path: Path, knees: Sequence[ScoredKnee], algorithm: Algorithm) -> FilmFindings:

@@ -92,26 +92,45 @@ def prepare_chunk(
     chunk_id: int,
     input_size: int,
     localizer_dir: str,
+    pictures: bool = False,
 ) -> PreparedChunk:
     """Hash, decode and localize every file of a chunk; save the knees as ``chunk-<id>.npy``.
 
-    Rows without a ``sha256`` get one here, where the file is read in full anyway.
+    Rows without a ``sha256`` get one here, where the file is read in full anyway. With
+    ``pictures``, each film's overlay picture is kept too, in ``chunk-<id>-pictures.npz``
+    (its knees' rows say where: ``picture_path``, ``picture_key``, ``picture_scale``).
     """
     finder = knee_finder(localizer_dir)
     images: list[npt.NDArray[np.uint8]] = []
+    drawn_on: dict[str, npt.NDArray[np.uint8]] = {}
     prepared, failures = [], []
+    array_path = scratch_dir / f"chunk-{chunk_id:05d}.npy"
+    pictures_path = scratch_dir / f"chunk-{chunk_id:05d}-pictures.npz"
     for row in with_sha256(rows):
         try:
-            film = load_knee_inputs(Path(row["source_path"]), input_size, finder)
+            film = load_knee_inputs(Path(row["source_path"]), input_size, finder, picture=pictures)
         except (ImageReadError, KneeLocalizationError) as error:
             failures.append(_failure(row, error))
             continue
-        prepared += knee_rows(row, film, len(images))
+        knees = knee_rows(row, film, len(images))
+        if film.picture is not None:
+            key = str(len(drawn_on))
+            drawn_on[key] = film.picture.grey
+            located = {"picture_path": str(pictures_path), "picture_key": key}
+            knees = [{**knee, **located, "picture_scale": film.picture.scale} for knee in knees]
+        prepared += knees
         images += [knee.pixels for knee in film.knees]
-    array_path = scratch_dir / f"chunk-{chunk_id:05d}.npy"
     stack = np.stack(images) if images else np.zeros((0, input_size, input_size), np.uint8)
     save_array_atomically(array_path, stack)
+    if drawn_on:
+        _save_pictures(pictures_path, drawn_on)
     return PreparedChunk(array_path=str(array_path), rows=prepared, failures=failures)
+
+
+def _save_pictures(path: Path, pictures: dict[str, npt.NDArray[np.uint8]]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **pictures)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_array_atomically(path: Path, array: npt.NDArray[Any]) -> None:

@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 from pydantic import SecretStr
@@ -16,7 +17,7 @@ from koa_core.delivery.ledger import read_deliveries
 from koa_core.delivery.readback import read_report
 from koa_core.phantom import write_nightly_batch
 from koa_core.pipeline.deliver_night import deliver_night
-from koa_core.pipeline.film_results import keep_film_results
+from koa_core.pipeline.film_results import ScoredKnee, film_overlay, keep_film_results
 from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest
 from koa_core.pipeline.prepare import prepare_chunk
@@ -83,3 +84,22 @@ def test_only_scored_films_are_sent_and_unbuilt_ones_are_recorded(
     row = next(row for row in rows if row["origin"] == sent)
     [knee] = read_report(report)
     assert (knee.side, knee.kl_grade) == (row["knee_side"], row["kl_grade"])
+
+
+def test_the_overlay_is_drawn_on_the_picture_preparing_kept(
+    tmp_path: Path, tiny_localizer_dir: Path
+) -> None:
+    records = write_nightly_batch(tmp_path / "in", 2, seed=6, batch_date=DAY)
+    paths = [Path(record.path) for record in records]
+    manifest = [{**row, "origin": row["source_path"]} for row in build_manifest(paths)]
+    prepared = prepare_chunk(
+        manifest, tmp_path / "scratch", 0, 64, str(tiny_localizer_dir), pictures=True
+    )
+    assert {row["picture_key"] for row in prepared.rows} == {"0", "1"}  # one per film
+    for row in prepared.rows:
+        knee = ScoredKnee(_prediction(row, 2), np.linspace(0, 1, 64 * 64).reshape(64, 64))
+        kept = film_overlay(Path(row["source_path"]), [knee])
+        without = {key: value for key, value in knee.row.items() if key != "picture_path"}
+        decoded = film_overlay(Path(row["source_path"]), [ScoredKnee(without, knee.heatmap)])
+        assert kept.shape == decoded.shape and kept.ndim == 3
+        assert np.array_equal(kept, decoded)
