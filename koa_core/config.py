@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     deliver_backoff_s: float = Field(
         default=1.0, ge=0.0, description="First retry delay; doubles on each retry."
     )
+    deliver_concurrency: int = Field(
+        default=4, ge=1, description="Instances sent at once (STOW-RS requests, outbox writes)."
+    )
 
     @field_validator("path_identifier_pattern")
     @classmethod

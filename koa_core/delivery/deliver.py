@@ -6,18 +6,21 @@ rebuilding would need the film's header, the overlay picture and the model's out
 again, which the Parquet tables do not hold (and staged films are deleted after a run),
 and the kept file is exactly what the first try sent, same UIDs, same content.
 
-Only transient failures are retried, with exponential backoff. After one instance has
-used up its retries on transient errors the destination counts as down: the night's
-remaining instances are recorded as failed with zero attempts instead of each waiting
-out its own timeouts, and ``koa deliver`` sends them later. A failed delivery only adds
+Instances are sent ``deliver_concurrency`` at a time (a STOW-RS round trip, or an outbox
+file's fsync, is mostly waiting). Only transient failures are retried, with exponential
+backoff. After one instance has used up its retries on transient errors the destination
+counts as down: the instances not yet started are recorded as failed with zero attempts
+instead of each waiting out its own timeouts, and ``koa deliver`` sends them later. A failed delivery only adds
 rows to ``deliveries``; scores are never touched.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -137,23 +140,14 @@ def send_instances(
     Raises:
         OutputWriteError: The ``deliveries`` table could not be written.
     """
-    opened = open_destination(destination)
-    records: list[DeliveryRecord] = []
-    down: str | None = None  # set once the destination has used up one instance's retries
-    for instance in instances:
-        try:
-            data = instance.path.read_bytes()
-        except OSError as exc:
-            error = f"kept instance unreadable: {exc}"
-            records.append(_record(instance, opened.label, batch_date, _Outcome(FAILED, 0, error)))
-            continue
-        if down is None:
-            outcome = _send_one(opened, instance, data, settings, sleep)
-            if outcome.gave_up:
-                down = f"not attempted: {opened.label} unreachable ({outcome.error})"
-        else:
-            outcome = _Outcome(FAILED, 0, down)
-        records.append(_record(instance, opened.label, batch_date, outcome))
+    label = open_destination(destination).label
+    sender = _Sender(destination, settings, sleep)
+    with ThreadPoolExecutor(settings.deliver_concurrency, "koa-deliver") as pool:
+        outcomes = list(pool.map(sender.outcome, instances))
+    records = [
+        _record(instance, label, batch_date, outcome)
+        for instance, outcome in zip(instances, outcomes, strict=True)
+    ]
     record_deliveries(records, settings.results_dir)
     return records
 
@@ -252,6 +246,41 @@ def _keep(path: Path, data: bytes) -> None:
         atomic_write_bytes(path, data)
     except OSError as exc:
         raise OutputWriteError(path, str(exc)) from exc
+
+
+class _Sender:
+    """Sends instances from several threads, each with its own connection to ``destination``.
+
+    After one instance has used up its retries on transient errors, the instances not yet
+    started are failed unsent (``down``); those already in flight finish their tries. With
+    one thread that is exactly "the first instance to give up stops the night's sending".
+    """
+
+    def __init__(self, destination: str, settings: Settings, sleep: Sleep) -> None:
+        self._destination, self._settings, self._sleep = destination, settings, sleep
+        self._local = threading.local()
+        self._down: str | None = None
+
+    def outcome(self, instance: Instance) -> _Outcome:
+        """Read ``instance``'s kept file and send it, unless the destination is down."""
+        try:
+            data = instance.path.read_bytes()
+        except OSError as exc:
+            return _Outcome(FAILED, 0, f"kept instance unreadable: {exc}")
+        if self._down is not None:
+            return _Outcome(FAILED, 0, self._down)
+        destination = self._opened()
+        outcome = _send_one(destination, instance, data, self._settings, self._sleep)
+        if outcome.gave_up and self._down is None:
+            self._down = f"not attempted: {destination.label} unreachable ({outcome.error})"
+        return outcome
+
+    def _opened(self) -> Destination:
+        # A requests session per thread: sessions are not documented as thread-safe.
+        if not hasattr(self._local, "destination"):
+            self._local.destination = open_destination(self._destination)
+        opened: Destination = self._local.destination
+        return opened
 
 
 def _send_one(

@@ -29,7 +29,8 @@ NIGHT = date(2026, 11, 27)
 
 @pytest.fixture
 def settings(koa_home: Path) -> Settings:
-    return Settings(home=koa_home, deliver_retries=2, deliver_backoff_s=0.5)
+    # One instance at a time, so the scripted answers meet the instances in order.
+    return Settings(home=koa_home, deliver_retries=2, deliver_backoff_s=0.5, deliver_concurrency=1)
 
 
 def _closed_port() -> int:
@@ -219,3 +220,32 @@ def test_koa_deliver_resends_and_exits_nonzero_while_some_still_fail(
     assert len(list(outbox.rglob("*.dcm"))) == 2
     nothing = runner.invoke(app, ["deliver", "--batch-date", "2026-11-27"])
     assert (nothing.exit_code, "nothing to re-send" in nothing.output) == (0, True)
+
+
+def test_instances_are_sent_several_at_once_and_recorded_in_order(settings: Settings) -> None:
+    concurrent = settings.model_copy(update={"deliver_concurrency": 4})
+    films = [film(index) for index in range(20, 26)]
+    with scripted_stow([]) as server:
+        records = deliver_findings(
+            films, server.url, batch_date=NIGHT, run_id="r", settings=concurrent
+        )
+    expected = [(str(f.source.SOPInstanceUID), kind) for f in films for kind in ("SR", "SC")]
+    assert [(r.source_sop_instance_uid, r.kind) for r in records] == expected
+    assert {(r.status, r.attempts) for r in records} == {("delivered", 1)}
+    assert len(server.posts) == 12
+
+
+def test_a_down_destination_stops_the_sending_with_several_at_once(settings: Settings) -> None:
+    concurrent = settings.model_copy(update={"deliver_concurrency": 2})
+    waits: list[float] = []
+    films = [film(index) for index in range(30, 36)]
+    with scripted_stow([503] * 100) as server:
+        records = deliver_findings(
+            films, server.url, batch_date=NIGHT, run_id="r", settings=concurrent, sleep=waits.append
+        )
+    assert {r.status for r in records} == {"failed"} and len(records) == 12
+    tried = [r for r in records if r.attempts]
+    # Only the instances in flight when the first gave up were tried, each to the end.
+    assert 1 <= len(tried) <= 2 and {r.attempts for r in tried} == {3}
+    assert len(server.posts) == 3 * len(tried)
+    assert all("not attempted" in (r.error or "") for r in records if not r.attempts)
