@@ -10,8 +10,8 @@ Instances are sent ``deliver_concurrency`` at a time (a STOW-RS round trip, or a
 file's fsync, is mostly waiting). Only transient failures are retried, with exponential
 backoff. After one instance has used up its retries on transient errors the destination
 counts as down: the instances not yet started are recorded as failed with zero attempts
-instead of each waiting out its own timeouts, and ``koa deliver`` sends them later. A failed delivery only adds
-rows to ``deliveries``; scores are never touched.
+instead of each waiting out its own timeouts, and ``koa deliver`` sends them later. A
+failed delivery only adds rows to ``deliveries``; scores are never touched.
 """
 
 from __future__ import annotations
