@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     min_knee_score: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Least localizer score that counts as a knee."
     )
+    lateral_view_score: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Localizer's lateral-view probability from which a film is not frontal.",
+    )
     max_roi_off_film: float = Field(
         default=0.15, ge=0.0, le=1.0, description="Largest share of a knee's ROI off the film."
     )

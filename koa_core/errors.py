@@ -134,6 +134,13 @@ class KneeTruncatedError(KneeLocalizationError):
     reason = "knee_truncated"
 
 
+class NotFrontalViewError(KneeLocalizationError):
+    """The image itself shows a side view (the localizer's view head), whatever the header
+    says: a PA/AP grader cannot grade it."""
+
+    reason = "not_frontal_view"
+
+
 class LateralityConflictError(KneeLocalizationError):
     """The header, the knees' positions and the anatomy disagree on a knee's side: a
     wrong-side report is the error radiologists fear most, so the film is not graded."""

@@ -5,7 +5,8 @@ a random similarity warp (scale, rotation, horizontal flip, crop) onto a fixed c
 collimation rectangle that may cut one knee away entirely (never half a joint), burned-in
 letters and bright metal, then contrast, gamma, inversion, blur and noise, and finally the
 same percentile window inference applies. A flip mirrors the anatomy, so it flips the
-handedness target too.
+handedness target too. A lateral view's joint is kept in view like a knee's, and never
+collimated away; one labelled without its joint keeps its canvas near the film's centre.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ radiographer leaves around a joint)."""
 DROP_MARGIN_MM = 45.0
 """Least distance a cut-away joint centre lies beyond the collimation edge: past its
 condyles, so no half joint is left for the network to call a knee or not."""
+LATERAL_JITTER = 0.1
+"""Largest shift of a lateral view's canvas centre from the film's, as a share of the film."""
 LETTERS = "LRAPST0123456789"
 INVERT_PROBABILITY = 0.4
 BLUR_MM = 3.0
@@ -44,12 +47,15 @@ BLUR_MM = 3.0
 class WorkFilm:
     """A training film at the work spacing, windowed to [0, 1], with its knees.
 
-    ``knees`` are ``(x, y, right_looking)`` in work pixels (indices).
+    ``knees`` are ``(x, y, right_looking)`` in work pixels (indices); a ``lateral`` view has
+    none, but may have its ``lateral_joint`` (x, y).
     """
 
     pixels: FloatImage
     work_mm: float
     knees: tuple[tuple[float, float, bool], ...]
+    lateral: bool = False
+    lateral_joint: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,13 @@ class Warp:
 
 
 def _random_warp(
-    film: WorkFilm, canvas: int, mm_per_px: float, keep: Sequence[int], rng: np.random.Generator
+    film: WorkFilm,
+    canvas: int,
+    mm_per_px: float,
+    keep: Sequence[tuple[float, float]],
+    rng: np.random.Generator,
 ) -> Warp:
-    """A similarity warp that puts the ``keep`` knees at least ``KEEP_MARGIN_MM`` inside."""
+    """A similarity warp that puts the ``keep`` joints at least ``KEEP_MARGIN_MM`` inside."""
     scale = math.exp(rng.uniform(*np.log(SCALE_RANGE)))
     angle = math.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
     flipped = bool(rng.random() < 0.5)
@@ -82,7 +92,11 @@ def _random_warp(
     rows, columns = film.pixels.shape
     half = canvas / 2
     margin = KEEP_MARGIN_MM / mm_per_px
-    kept = np.array([[film.knees[i][0] + 0.5, film.knees[i][1] + 0.5] for i in keep])
+    kept = np.array([[x + 0.5, y + 0.5] for x, y in keep])
+    if film.lateral and not keep:
+        size = np.array([columns, rows], dtype=np.float64)
+        centre = size / 2 + rng.uniform(-LATERAL_JITTER, LATERAL_JITTER, 2) * size
+        return Warp(matrix, centre, half, flipped)
     for _ in range(20):
         centre = rng.uniform([0, 0], [columns, rows])
         if kept.size == 0:
@@ -237,11 +251,14 @@ def _choose_kept(count: int, rng: np.random.Generator) -> list[int]:
 
 def augment_sample(
     film: WorkFilm, canvas: int, mm_per_px: float, rng: np.random.Generator, *, hard: bool = True
-) -> tuple[FloatImage, list[KneeTarget]]:
-    """One training canvas (``canvas`` square at ``mm_per_px``, windowed to [0, 1]) and its
-    knees. ``hard=False`` keeps only the geometric warp (no cut, no intensity changes)."""
+) -> tuple[FloatImage, list[KneeTarget], tuple[float, float] | None]:
+    """One training canvas (``canvas`` square at ``mm_per_px``, windowed to [0, 1]), its
+    knees and its side-view joint (lateral views). ``hard=False`` keeps only the geometric
+    warp (no cut, no intensity changes)."""
     kept_ids = _choose_kept(len(film.knees), rng) if hard else list(range(len(film.knees)))
-    warp = _random_warp(film, canvas, mm_per_px, kept_ids, rng)
+    side_view = [film.lateral_joint] if film.lateral_joint else []
+    keep = [(film.knees[i][0], film.knees[i][1]) for i in kept_ids] + side_view
+    warp = _random_warp(film, canvas, mm_per_px, keep, rng)
     source = torch.from_numpy(film.pixels)[None, None]
     grid = _sample_grid(warp, canvas, film.pixels.shape)
     image = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -249,18 +266,20 @@ def augment_sample(
     inside = [i for i, (x, y) in enumerate(placed) if 0 <= x < canvas and 0 <= y < canvas]
     kept = [i for i in inside if i in kept_ids]
     dropped = [i for i in inside if i not in kept_ids]
-    if hard and (dropped or rng.random() < 0.5):
+    if hard and not film.lateral and (dropped or rng.random() < 0.5):
         if not _collimate(
             image, [placed[i] for i in kept], [placed[i] for i in dropped], mm_per_px, rng
         ):
             kept = inside
     else:
         kept = inside
+    side_joint = warp.to_canvas(*film.lateral_joint) if film.lateral_joint else None
     if hard:
-        _burn_in(image, [placed[i] for i in kept], mm_per_px, rng)
+        joints = [placed[i] for i in kept] + ([side_joint] if side_joint else [])
+        _burn_in(image, joints, mm_per_px, rng)
         image = _intensity(image, mm_per_px, rng)
     pixels = clip_to_percentiles(image[0, 0].numpy())
     targets = [
         KneeTarget(placed[i][0], placed[i][1], film.knees[i][2] != warp.flipped) for i in kept
     ]
-    return pixels, targets
+    return pixels, targets, side_joint

@@ -20,7 +20,8 @@ class LocalizerArchitecture:
     The encoder halves the resolution once per stage (stride 32 with five: context to tell
     a knee from anything else); ``decoder_width`` channels merge the strides back down to
     ``output_stride``, where heat and offsets are predicted. Handedness comes from stage
-    ``handed_stage`` alone (see ``network``).
+    ``handed_stage`` alone (see ``network``). With ``view_head`` the network also says
+    whether the film is a lateral view; cards written before it existed have none.
     """
 
     name: str = "heatmap-fpn"
@@ -28,6 +29,7 @@ class LocalizerArchitecture:
     decoder_width: int = 32
     output_stride: int = 4
     handed_stage: int = 2
+    view_head: bool = False
 
 
 @dataclass(frozen=True)

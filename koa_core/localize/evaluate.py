@@ -1,4 +1,5 @@
-"""How well a localizer finds the labelled knees: joint-centre error, handedness, misses.
+"""How well a localizer finds the labelled knees: joint-centre error, handedness, misses,
+and how well it tells lateral views from frontal films.
 
 Found knees scoring at least the acceptance score are matched one-to-one to the labelled
 ones (Hungarian assignment on distance, ``scipy.optimize.linear_sum_assignment``); a pair
@@ -17,16 +18,21 @@ from koa_core.localize.find import FoundKnee
 from koa_core.localize.labels import KneeLabel
 
 ACCEPT_SCORE = 0.5
+# KOA_LATERAL_VIEW_SCORE's default: the figures say what the night would do.
+LATERAL_SCORE = 0.5
 MATCH_DISTANCE_MM = 40.0
 
 
 @dataclass(frozen=True)
 class FilmResult:
-    """One film's labelled knees, what was found and its pixel spacing."""
+    """One film's labelled knees, what was found and its pixel spacing; whether it is a
+    lateral view, and the localizer's probability that it is (None without a view head)."""
 
     truth: tuple[KneeLabel, ...]
     found: tuple[FoundKnee, ...]
     spacing_mm: float
+    lateral: bool = False
+    p_lateral: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class LocalizerMetrics:
 
     ``handedness_accuracy`` counts a matched knee right when ``p_right_looking >= 0.5``
     exactly when it is a patient's right knee (films displayed the standard way).
+    ``lateral_flagged`` of the ``n_lateral`` lateral views and ``frontal_flagged`` of the
+    other films had ``p_lateral >= LATERAL_SCORE`` (both None without a view head).
     """
 
     n_films: int
@@ -47,6 +55,9 @@ class LocalizerMetrics:
     max_error_mm: float | None
     handedness_accuracy: float | None
     accept_score: float
+    n_lateral: int = 0
+    lateral_flagged: int | None = None
+    frontal_flagged: int | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -72,11 +83,17 @@ def match(
 def summarise(
     results: Sequence[FilmResult], accept_score: float = ACCEPT_SCORE
 ) -> LocalizerMetrics:
-    """The metrics of ``results``, counting found knees that score at least ``accept_score``."""
+    """The metrics of ``results``, counting found knees that score at least ``accept_score``.
+
+    A film the view head names lateral gives no knee, as in the night (which quarantines
+    it): knees on a side view are not invented, a frontal film's knees are missed.
+    """
     errors: list[float] = []
     right = missed = invented = 0
     for result in results:
-        accepted = [knee for knee in result.found if knee.score >= accept_score]
+        named_lateral = (result.p_lateral or 0.0) >= LATERAL_SCORE
+        found = () if named_lateral else result.found
+        accepted = [knee for knee in found if knee.score >= accept_score]
         pairs = match(result.truth, accepted, result.spacing_mm)
         missed += len(result.truth) - len(pairs)
         invented += len(accepted) - len(pairs)
@@ -84,6 +101,8 @@ def summarise(
             errors.append(error)
             right += (accepted[f].p_right_looking >= 0.5) == (result.truth[t].side == "R")
     values = np.asarray(errors)
+    has_view = bool(results) and all(r.p_lateral is not None for r in results)
+    flagged = [r.lateral for r in results if (r.p_lateral or 0.0) >= LATERAL_SCORE]
     return LocalizerMetrics(
         n_films=len(results),
         n_knees=sum(len(result.truth) for result in results),
@@ -95,4 +114,7 @@ def summarise(
         max_error_mm=float(values.max()) if errors else None,
         handedness_accuracy=right / len(errors) if errors else None,
         accept_score=accept_score,
+        n_lateral=sum(result.lateral for result in results),
+        lateral_flagged=sum(flagged) if has_view else None,
+        frontal_flagged=len(flagged) - sum(flagged) if has_view else None,
     )

@@ -1,7 +1,8 @@
 """Find the knee joints on a whole film: the public entry point of the localizer.
 
 ``find_knees`` returns at most two candidates above the card's low candidate threshold,
-best first; the caller decides which score it accepts.
+best first, and the probability that the film is a lateral view; the caller decides which
+scores it accepts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from koa_core.errors import CorruptCheckpointError
 from koa_core.localize.card import LocalizerCard, read_localizer_card
 from koa_core.localize.film_input import Resampled, network_tensor, prepare_film
 from koa_core.localize.heatmap import decode_peaks
-from koa_core.localize.network import LocalizerNet, build_localizer
+from koa_core.localize.network import VIEW, LocalizerNet, build_localizer, view_logits
 from koa_core.localize.weights import load_weights
 from koa_core.schema import CARD_NAME, WEIGHTS_NAME
 
@@ -41,6 +42,15 @@ class FoundKnee:
     y: float
     score: float
     p_right_looking: float
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the localizer saw on one film: its knees (best first) and ``p_lateral``, the
+    probability that the film is a lateral view (None for a localizer without a view head)."""
+
+    knees: tuple[FoundKnee, ...]
+    p_lateral: float | None
 
 
 @dataclass(frozen=True)
@@ -84,9 +94,17 @@ def load_localizer(version_dir: Path) -> Localizer:
     return _load(str(Path(version_dir).resolve()))
 
 
-def locate(film: Resampled, localizer: Localizer) -> list[FoundKnee]:
+def _p_lateral(maps: torch.Tensor, film: Resampled, stride: int) -> float | None:
+    """The view head's answer over the film's own cells (not the stride padding's)."""
+    if maps.shape[0] <= VIEW:
+        return None
+    rows, columns = (-(-side // stride) for side in film.pixels.shape)
+    return float(torch.sigmoid(view_logits(maps[None, :, :rows, :columns].float()))[0])
+
+
+def locate(film: Resampled, localizer: Localizer) -> Findings:
     """Knee joints on a film already resampled and windowed by ``prepare_film``, in the
-    original film's pixels, best first, at most two."""
+    original film's pixels, best first, at most two; and whether it is a lateral view."""
     card = localizer.card
     tensor = network_tensor(film.pixels, card.normalisation, localizer.model.min_stride)
     with torch.inference_mode():
@@ -106,14 +124,13 @@ def locate(film: Resampled, localizer: Localizer) -> list[FoundKnee]:
         # A peak in the stride padding lies off the film: no joint can be there.
         if -0.5 <= x <= columns - 0.5 and -0.5 <= y <= rows - 0.5:
             found.append(FoundKnee(x, y, peak.score, peak.p_right_looking))
-    return found[:MAX_KNEES]
+    p_lateral = _p_lateral(maps, film, card.architecture.output_stride)
+    return Findings(tuple(found[:MAX_KNEES]), p_lateral)
 
 
-def find_knees(
-    image: npt.NDArray[np.float32], spacing_mm: float, localizer: Localizer
-) -> list[FoundKnee]:
+def find_knees(image: npt.NDArray[np.float32], spacing_mm: float, localizer: Localizer) -> Findings:
     """Knee joints on a film, best first, at most two, each scored at least the card's
-    ``candidate_threshold``.
+    ``candidate_threshold``; and the probability that the film is a lateral view.
 
     Args:
         image: the film, 2-D, bone bright, any intensity range.

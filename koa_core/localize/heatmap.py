@@ -34,7 +34,9 @@ class Targets:
     """Training targets of a batch at output resolution (N, H, W) each.
 
     ``heat`` is the Gaussian target, ``centre`` 1 at each knee's cell, ``offset`` (N, 2,
-    H, W) valid where ``centre``, ``handed`` valid where ``handed_mask``.
+    H, W) valid where ``centre``, ``handed`` valid where ``handed_mask``; ``lateral`` (N,)
+    is 1 for a lateral view, ``view_heat`` and ``view_centre`` its joint's heat and cell
+    (zero where it has none, or its joint is not known).
     """
 
     heat: torch.Tensor
@@ -42,6 +44,9 @@ class Targets:
     offset: torch.Tensor
     handed: torch.Tensor
     handed_mask: torch.Tensor
+    lateral: torch.Tensor
+    view_heat: torch.Tensor
+    view_centre: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,16 @@ class KneeTarget:
 
 
 def encode_targets(
-    knees: Sequence[Sequence[KneeTarget]], shape: tuple[int, int], stride: int, sigma_cells: float
+    knees: Sequence[Sequence[KneeTarget]],
+    shape: tuple[int, int],
+    stride: int,
+    sigma_cells: float,
+    lateral: Sequence[bool] | None = None,
+    side_joints: Sequence[tuple[float, float] | None] | None = None,
 ) -> Targets:
-    """Targets for a batch whose maps are ``shape`` (H, W) cells; knees outside are skipped."""
+    """Targets for a batch whose maps are ``shape`` (H, W) cells; knees outside are skipped.
+    ``lateral`` flags the side views, ``side_joints`` their joints in input pixels (none
+    when omitted)."""
     rows, columns = shape
     batch = len(knees)
     heat = torch.zeros(batch, rows, columns)
@@ -64,24 +76,38 @@ def encode_targets(
     offset = torch.zeros(batch, 2, rows, columns)
     handed = torch.zeros(batch, rows, columns)
     handed_mask = torch.zeros(batch, rows, columns)
+    view_heat = torch.zeros(batch, rows, columns)
+    view_centre = torch.zeros(batch, rows, columns)
     ys = torch.arange(rows, dtype=torch.float32)[:, None] + 0.5
     xs = torch.arange(columns, dtype=torch.float32)[None, :] + 0.5
+
+    def bump(into: torch.Tensor, cells: torch.Tensor, x: float, y: float) -> tuple[int, int] | None:
+        """Put a joint's Gaussian into ``into`` and its cell into ``cells``: its cell."""
+        cx, cy = (x + 0.5) / stride, (y + 0.5) / stride
+        column, row = int(cx // 1), int(cy // 1)
+        if not (0 <= column < columns and 0 <= row < rows):
+            return None
+        gauss = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma_cells**2))
+        into.copy_(torch.maximum(into, gauss))
+        into[row, column] = cells[row, column] = 1.0
+        return row, column
+
     for index, image_knees in enumerate(knees):
         for knee in image_knees:
-            cx, cy = (knee.x + 0.5) / stride, (knee.y + 0.5) / stride
-            column, row = int(cx // 1), int(cy // 1)
-            if not (0 <= column < columns and 0 <= row < rows):
+            cell = bump(heat[index], centre[index], knee.x, knee.y)
+            if cell is None:
                 continue
-            bump = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma_cells**2))
-            heat[index] = torch.maximum(heat[index], bump)
-            heat[index, row, column] = 1.0
-            centre[index, row, column] = 1.0
-            offset[index, 0, row, column] = cx - column
-            offset[index, 1, row, column] = cy - row
+            row, column = cell
+            offset[index, 0, row, column] = (knee.x + 0.5) / stride - column
+            offset[index, 1, row, column] = (knee.y + 0.5) / stride - row
             near = (slice(max(row - 1, 0), row + 2), slice(max(column - 1, 0), column + 2))
             handed[index][near] = float(knee.right_looking)
             handed_mask[index][near] = 1.0
-    return Targets(heat, centre, offset, handed, handed_mask)
+    for index, joint in enumerate(side_joints or ()):
+        if joint is not None:
+            bump(view_heat[index], view_centre[index], *joint)
+    views = torch.tensor([float(v) for v in lateral] if lateral is not None else [0.0] * batch)
+    return Targets(heat, centre, offset, handed, handed_mask, views, view_heat, view_centre)
 
 
 def decode_peaks(

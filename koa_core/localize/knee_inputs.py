@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from koa_core.config import Settings, get_settings
-from koa_core.errors import KneeTruncatedError
+from koa_core.errors import KneeTruncatedError, NotFrontalViewError
 from koa_core.imaging.overlay import FilmPicture, film_picture
 from koa_core.imaging.roi import off_film_share, roi_box, roi_input
 from koa_core.io.model_input import to_uint8
@@ -29,8 +30,20 @@ from koa_core.io.record import ImageMetadata
 from koa_core.localize.sides import Candidate, PlacedKnee, place_knees
 
 ByteImage = npt.NDArray[np.uint8]
-KneeFinder = Callable[[npt.NDArray[np.float32], float], Sequence[Candidate]]
-"""(bone-bright pixels, their spacing in mm) -> the knees found on them, best first."""
+
+
+class FilmFindings(Protocol):
+    """What a localizer saw on a film: its knees, best first, and the probability that the
+    film is a lateral view (None when the localizer cannot tell)."""
+
+    @property
+    def knees(self) -> Sequence[Candidate]: ...
+    @property
+    def p_lateral(self) -> float | None: ...
+
+
+KneeFinder = Callable[[npt.NDArray[np.float32], float], FilmFindings]
+"""(bone-bright pixels, their spacing in mm) -> what the localizer found on them."""
 
 
 @dataclass(frozen=True)
@@ -116,16 +129,24 @@ def load_knee_inputs(
 
     Raises:
         ImageReadError: the file cannot be decoded (a subclass names why).
-        KneeLocalizationError: no gradable knee, a truncated one, or a side in doubt.
+        KneeLocalizationError: no gradable knee, a truncated one, a side in doubt, or a
+            film the image shows to be a lateral view.
     """
     settings = settings or get_settings()
     radiograph = read_radiograph(path, target_size=input_size, settings=settings)
     meta, pixels = radiograph.meta, radiograph.pixels
     scale = radiograph.decode_scale
     spacing_mm = decoded_spacing_mm(meta, pixels.shape, scale, settings)
+    findings = finder(pixels, spacing_mm)
+    if findings.p_lateral is not None and findings.p_lateral >= settings.lateral_view_score:
+        raise NotFrontalViewError(
+            path,
+            f"the image looks like a lateral view (localizer {findings.p_lateral:.2f}"
+            f" >= KOA_LATERAL_VIEW_SCORE {settings.lateral_view_score:g})",
+        )
     placed = place_knees(
         path,
-        finder(pixels, spacing_mm),
+        findings.knees,
         meta.laterality,
         min_score=settings.min_knee_score,
         confidence=settings.laterality_confidence,

@@ -7,7 +7,11 @@ names its film by ``file`` (a path relative to the data folder) or ``sop_instanc
 ``pixel_spacing_mm`` column supplies the spacing of files that carry none (PNG, JPEG);
 other columns (e.g. ``kl_grade``) are ignored. A row whose ``side``, ``joint_x`` and
 ``joint_y`` are all empty lists a film with no knee on it (a lateral view, a hip): a
-negative for training. Every error names the row and the column.
+negative for training. Such a film is a lateral view, which the localizer learns to name,
+when an optional ``view`` column says so (``lateral`` or a (0018,5101) ViewPosition term
+such as ``LL``; ``frontal``, ``PA``, ``AP`` or empty otherwise) or, where it is empty, when
+the file's own ViewPosition does; its row may give the side-view joint's centre in
+``joint_x``/``joint_y`` with ``side`` empty. Every error names the row and the column.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from koa_core.errors import DatasetError, ImageReadError
+from koa_core.io.header_evidence import FRONTAL_VIEWS, LATERAL_VIEWS
 from koa_core.io.reader import read_metadata
 from koa_core.io.record import ImageMetadata
 from koa_core.storage.files import file_sha256
@@ -42,7 +47,7 @@ class KneeLabel:
 @dataclass(frozen=True)
 class LabelledFilm:
     """A film and its labelled knees; ``spacing_mm`` is None when neither file nor table
-    gives one."""
+    gives one; a ``lateral`` view has no knees."""
 
     path: Path
     relpath: str
@@ -50,6 +55,8 @@ class LabelledFilm:
     rows: int
     columns: int
     spacing_mm: float | None
+    lateral: bool = False
+    lateral_joint: tuple[float, float] | None = None
 
 
 def _read_table(table: Path) -> pd.DataFrame:
@@ -117,10 +124,7 @@ def _header(
         raise DatasetError(f"{where}, column file: {error}") from error
 
 
-def _knee(row: pd.Series, meta: ImageMetadata, where: str) -> KneeLabel:
-    side = _text(row, "side").upper()
-    if side not in SIDES:
-        raise DatasetError(f"{where}, column side: {row.get('side')!r} is not R or L")
+def _joint(row: pd.Series, meta: ImageMetadata, where: str) -> tuple[float, float]:
     x, y = (_number(row, column, where) for column in COORDINATE_COLUMNS)
     for column, value, size in (("joint_x", x, meta.columns), ("joint_y", y, meta.rows)):
         if not 0 <= value < size:
@@ -128,7 +132,14 @@ def _knee(row: pd.Series, meta: ImageMetadata, where: str) -> KneeLabel:
                 f"{where}, column {column}: {value:g} lies outside the image"
                 f" ({meta.columns} columns x {meta.rows} rows)"
             )
-    return KneeLabel(side, x, y)
+    return x, y
+
+
+def _knee(row: pd.Series, meta: ImageMetadata, where: str) -> KneeLabel:
+    side = _text(row, "side").upper()
+    if side not in SIDES:
+        raise DatasetError(f"{where}, column side: {row.get('side')!r} is not R or L")
+    return KneeLabel(side, *_joint(row, meta, where))
 
 
 def _spacing(row: pd.Series, meta: ImageMetadata, where: str) -> float | None:
@@ -142,6 +153,18 @@ def _spacing(row: pd.Series, meta: ImageMetadata, where: str) -> float | None:
     return value
 
 
+def _lateral(row: pd.Series, meta: ImageMetadata, where: str) -> bool:
+    """Whether the row's film is a lateral view: its ``view`` column, else its header."""
+    view = _text(row, "view").upper()
+    if view in LATERAL_VIEWS or view == "LATERAL":
+        return True
+    if view in FRONTAL_VIEWS or view == "FRONTAL":
+        return False
+    if view:
+        raise DatasetError(f"{where}, column view: {row.get('view')!r} is not lateral or frontal")
+    return (meta.view_position or "").strip().upper() in LATERAL_VIEWS
+
+
 def read_film_labels(root: Path, table: Path) -> list[LabelledFilm]:
     """The labelled films a joint-centre table lists (see the module docstring), in the
     order they first appear.
@@ -149,21 +172,35 @@ def read_film_labels(root: Path, table: Path) -> list[LabelledFilm]:
     Raises:
         DatasetError: a missing column, a side not R/L, a coordinate that is not a number
             or lies outside its image, an unknown file or SOPInstanceUID, one side
-            labelled twice on a film, or a film listed both with knees and without.
+            labelled twice on a film, a film listed both with knees and without, or a
+            lateral view listed with knees.
     """
     root, table = root.resolve(), table.resolve()
     frame = _read_table(table)
     by_uid = None if "file" in frame.columns else _headers_by_uid(root, table)
     films: dict[str, tuple[ImageMetadata, float | None, list[KneeLabel], bool]] = {}
+    lateral: dict[str, bool] = {}
+    lateral_joints: dict[str, tuple[float, float]] = {}
     # Row numbers as a spreadsheet shows them: the header is row 1.
     for number, (_, row) in enumerate(frame.iterrows(), start=2):
         where = f"{table.name} row {number}"
         meta = _header(root, row, by_uid, where)
-        if not any(_text(row, column) for column in ("side", *COORDINATE_COLUMNS)):
+        lateral[meta.path] = lateral.get(meta.path, False) or _lateral(row, meta, where)
+        if (
+            lateral[meta.path]
+            and not _text(row, "side")
+            and any(_text(row, column) for column in COORDINATE_COLUMNS)
+        ):
+            lateral_joints[meta.path] = _joint(row, meta, where)
+        if not any(_text(row, column) for column in ("side", *COORDINATE_COLUMNS)) or (
+            meta.path in lateral_joints
+        ):
             if meta.path in films:
                 raise DatasetError(f"{where}: {meta.path} is listed with knees and without")
             films[meta.path] = (meta, _spacing(row, meta, where), [], True)
             continue
+        if lateral[meta.path]:
+            raise DatasetError(f"{where}: {meta.path} is a lateral view: it lists no knees")
         knee = _knee(row, meta, where)
         entry = films.setdefault(meta.path, (meta, _spacing(row, meta, where), [], False))
         if entry[3]:
@@ -182,6 +219,8 @@ def read_film_labels(root: Path, table: Path) -> list[LabelledFilm]:
             meta.rows,
             meta.columns,
             spacing,
+            lateral[path],
+            lateral_joints.get(path),
         )
         for path, (meta, spacing, knees, _) in films.items()
     ]
@@ -204,5 +243,6 @@ def films_fingerprint(films: Sequence[LabelledFilm]) -> str:
     digest = hashlib.sha256()
     for film in sorted(films, key=lambda f: f.relpath):
         knees = ";".join(f"{k.side},{k.x:.2f},{k.y:.2f}" for k in film.knees)
+        knees += f"\tlateral {film.lateral_joint}" if film.lateral else ""
         digest.update(f"{film.relpath}\t{file_sha256(film.path)}\t{knees}\n".encode())
     return digest.hexdigest()

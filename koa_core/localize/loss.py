@@ -1,4 +1,4 @@
-"""The localizer's training loss: CenterNet focal loss, offset L1, handedness BCE."""
+"""The localizer's training loss: CenterNet focal loss, offset L1, handedness and view BCE."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from koa_core.localize.heatmap import Targets
-from koa_core.localize.network import HANDED, HEAT, OFFSET_X, OFFSET_Y
+from koa_core.localize.network import HANDED, HEAT, OFFSET_X, OFFSET_Y, VIEW, view_logits
 
 FOCAL_ALPHA = 2.0
 FOCAL_BETA = 4.0
@@ -26,9 +26,12 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, centre: torch.Tensor)
 
 
 def localizer_loss(
-    maps: torch.Tensor, targets: Targets, handed_weight: float = 1.0
+    maps: torch.Tensor, targets: Targets, handed_weight: float = 1.0, view_weight: float = 1.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss of raw head output ``maps`` (N, 4, H, W) and its parts (for the log)."""
+    """Total loss of raw head output ``maps`` (N, 4 or 5, H, W) and its parts (for the log);
+    the view term only where the maps have a view channel: focal loss on the side-view
+    joints' heat, and for a lateral view whose joint is not known, binary cross-entropy of
+    the film's best cell (it must be somewhere)."""
     maps = maps.float()
     heat = focal_loss(maps[:, HEAT], targets.heat, targets.centre)
     knees = targets.centre.sum().clamp(min=1.0)
@@ -40,4 +43,15 @@ def localizer_loss(
     handed = (handed_terms * targets.handed_mask).sum() / targets.handed_mask.sum().clamp(min=1.0)
     total = heat + offset + handed_weight * handed
     parts = {"heat": heat.item(), "offset": offset.item(), "handed": handed.item()}
+    if maps.shape[1] > VIEW:
+        located = targets.view_centre.flatten(1).amax(dim=1) > 0
+        unlocated = (targets.lateral > 0) & ~located
+        view = focal_loss(
+            maps[~unlocated, VIEW], targets.view_heat[~unlocated], targets.view_centre[~unlocated]
+        )
+        if unlocated.any():
+            logits = view_logits(maps[unlocated])
+            view = view + F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        total = total + view_weight * view
+        parts["view"] = view.item()
     return total, parts

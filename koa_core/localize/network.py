@@ -1,8 +1,12 @@
 """The localizer network: a small fully convolutional encoder-decoder with a heatmap head.
 
 Output channels at ``output_stride`` (see ``heatmap``): a joint-centre logit per cell, the
-sub-cell offset (x, y) of the centre in cells, and a handedness logit (the knee looks like
-a right knee as displayed: fibula on the viewer's left).
+sub-cell offset (x, y) of the centre in cells, a handedness logit (the knee looks like
+a right knee as displayed: fibula on the viewer's left) and, with a view head, a second
+heat class: the centre of a side-view knee joint, whose maximum over the film says whether
+it is a lateral view. A film-level label alone (multiple-instance, only the maximum cell
+answering) learnt the wrong cue on phantoms: it named one-leg PA films lateral as often as
+lateral ones; trained on where the side-view joint lies, the head looks at the joint.
 
 Handedness is read from an early encoder stage on purpose (``handed_stage``, a receptive
 field of about 40 input pixels, some 120 mm at 3 mm/px): it sees one knee's fibula but not
@@ -19,8 +23,7 @@ from torch import nn
 
 from koa_core.localize.card import LocalizerArchitecture
 
-HEAT, OFFSET_X, OFFSET_Y, HANDED = range(4)
-HEAD_CHANNELS = 4
+HEAT, OFFSET_X, OFFSET_Y, HANDED, VIEW = range(5)
 # Initial heat logit: sigmoid(-4.6) ~ 0.01, CenterNet's prior, so early training is stable.
 HEAT_PRIOR_LOGIT = -4.6
 
@@ -34,7 +37,8 @@ def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential
 
 
 class LocalizerNet(nn.Module):
-    """Encoder of stride-2 stages, a top-down pathway to ``output_stride``, a 4-channel head."""
+    """Encoder of stride-2 stages, a top-down pathway to ``output_stride``, a 4-channel head
+    (5 with the view head)."""
 
     def __init__(self, arch: LocalizerArchitecture) -> None:
         super().__init__()
@@ -62,6 +66,13 @@ class LocalizerNet(nn.Module):
             _conv(arch.widths[arch.handed_stage], arch.decoder_width),
             nn.Conv2d(arch.decoder_width, 1, 1),
         )
+        # A second heat class: side-view joints, read off the knees' features without
+        # training them (see forward_head).
+        self.view: nn.Sequential | None = None
+        if arch.view_head:
+            out = nn.Conv2d(arch.decoder_width, 1, 1)
+            out.bias = nn.Parameter(torch.full((1,), HEAT_PRIOR_LOGIT))
+            self.view = nn.Sequential(_conv(arch.decoder_width, arch.decoder_width), out)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(decoder features at ``output_stride``, ``handed_stage`` features) of a (N, 1, H,
@@ -81,14 +92,36 @@ class LocalizerNet(nn.Module):
         return self.smooth(merged), features[self.arch.handed_stage]
 
     def forward_head(self, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """(N, 4, H/stride, W/stride) raw maps: heat logit, offset x, offset y, handedness."""
+        """(N, 4 or 5, H/stride, W/stride) raw maps: heat logit, offset x, offset y,
+        handedness, and the side-view joint's heat logit with a view head."""
         merged, local = features
         maps = self.head(merged)
         handed = F.interpolate(self.handed(local), size=maps.shape[-2:], mode="nearest")
-        return torch.cat((maps, handed), dim=1)
+        # The side-view class trains the shared features at a fraction of its gradient:
+        # at full share it cost the handedness 3-26 points on held-out one-knee films
+        # (three seeds); detached, it learnt nothing from them.
+        views = () if self.view is None else (self.view(_scaled_gradient(merged)),)
+        return torch.cat((maps, handed, *views), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+VIEW_GRADIENT_SHARE = 0.1
+"""Share of the view loss's gradient that reaches the shared features (measured: 1 cost
+handedness, 0 and 0.05-0.2 at weight 1 left the head unlearnt on some seeds; 0.1 at
+``view_weight`` 4 named 36-40 of 40 held-out side views and kept the handedness)."""
+
+
+def _scaled_gradient(features: torch.Tensor) -> torch.Tensor:
+    """``features`` unchanged forward; backward, ``VIEW_GRADIENT_SHARE`` of the gradient."""
+    share = VIEW_GRADIENT_SHARE
+    return features * share + features.detach() * (1.0 - share)
+
+
+def view_logits(maps: torch.Tensor) -> torch.Tensor:
+    """(N,) film-level lateral-view logits of raw maps with a view channel: their maximum."""
+    return maps[:, VIEW].amax(dim=(-2, -1))
 
 
 def build_localizer(arch: LocalizerArchitecture) -> LocalizerNet:

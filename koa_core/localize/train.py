@@ -129,7 +129,11 @@ def load_work_film(film: LabelledFilm, work_mm: float, norm: InputNormalisation)
         for k in film.knees
     )
     windowed = clip_to_percentiles(small, norm.low_percentile, norm.high_percentile)
-    return WorkFilm(windowed, spacing * scale_x, knees)
+    side_joint = None
+    if film.lateral_joint is not None:
+        x, y = film.lateral_joint
+        side_joint = ((x + 0.5) / scale_x - 0.5, (y + 0.5) / scale_y - 0.5)
+    return WorkFilm(windowed, spacing * scale_x, knees, film.lateral, side_joint)
 
 
 def load_validation_film(film: LabelledFilm, card: LocalizerCard) -> ValidationFilm:
@@ -142,10 +146,18 @@ def load_validation_film(film: LabelledFilm, card: LocalizerCard) -> ValidationF
 def validate(localizer: Localizer, films: Sequence[ValidationFilm]) -> LocalizerMetrics:
     """The localizer's figures on prepared validation films."""
     localizer.model.eval()
-    results = [
-        FilmResult(item.source.knees, tuple(locate(item.film, localizer)), item.spacing_mm)
-        for item in films
-    ]
+    results = []
+    for item in films:
+        findings = locate(item.film, localizer)
+        results.append(
+            FilmResult(
+                item.source.knees,
+                findings.knees,
+                item.spacing_mm,
+                item.source.lateral,
+                findings.p_lateral,
+            )
+        )
     return summarise(results)
 
 
@@ -155,18 +167,22 @@ def _batch(
     config: LocalizerTrainConfig,
     epoch: int,
     norm: InputNormalisation,
-) -> tuple[torch.Tensor, list[list[KneeTarget]]]:
-    images, knees = [], []
+) -> tuple[torch.Tensor, list[list[KneeTarget]], list[bool], list[tuple[float, float] | None]]:
+    images, knees, lateral, side_joints = [], [], [], []
     for sample in indices:
         seed_seq = np.random.SeedSequence(config.seed, spawn_key=(epoch, sample))
         rng = np.random.Generator(np.random.PCG64(seed_seq))
         film = films[sample % len(films)]
         hard = config.augment and rng.random() < config.hard_share
-        pixels, targets = augment_sample(film, config.canvas_px, config.mm_per_px, rng, hard=hard)
+        pixels, targets, side_joint = augment_sample(
+            film, config.canvas_px, config.mm_per_px, rng, hard=hard
+        )
         images.append(torch.from_numpy(pixels))
         knees.append(targets)
+        lateral.append(film.lateral)
+        side_joints.append(side_joint)
     tensor = (torch.stack(images)[:, None] - norm.mean) / norm.std
-    return tensor, knees
+    return tensor, knees, lateral, side_joints
 
 
 def native_bf16() -> bool:
@@ -186,13 +202,20 @@ class _Run:
     amp: bool
 
 
-def _step(run: _Run, inputs: torch.Tensor, knees: list[list[KneeTarget]]) -> float:
+def _step(
+    run: _Run,
+    inputs: torch.Tensor,
+    knees: list[list[KneeTarget]],
+    lateral: list[bool],
+    side_joints: list[tuple[float, float] | None],
+) -> float:
     config, stride = run.config, run.config.output_stride
     shape = (config.canvas_px // stride, config.canvas_px // stride)
-    targets = encode_targets(knees, shape, stride, config.sigma_mm / config.mm_per_px / stride)
+    sigma_cells = config.sigma_mm / config.mm_per_px / stride
+    targets = encode_targets(knees, shape, stride, sigma_cells, lateral, side_joints)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.amp):
         maps = run.model(inputs.contiguous(memory_format=torch.channels_last))
-    loss, _ = localizer_loss(maps, targets, config.handed_weight)
+    loss, _ = localizer_loss(maps, targets, config.handed_weight, config.view_weight)
     run.optimiser.zero_grad(set_to_none=True)
     torch.autograd.backward(loss)
     run.optimiser.step()
@@ -214,8 +237,7 @@ def _epoch(run: _Run, films: Sequence[WorkFilm], epoch: int) -> float:
     losses = []
     for step in range(samples // config.batch_size):
         indices = order[step * config.batch_size : (step + 1) * config.batch_size].tolist()
-        inputs, knees = _batch(films, indices, config, epoch, run.norm)
-        losses.append(_step(run, inputs, knees))
+        losses.append(_step(run, *_batch(films, indices, config, epoch, run.norm)))
     return float(np.mean(losses))
 
 

@@ -24,6 +24,8 @@ class LocalizerTrainConfig:
         widths, decoder_width, output_stride: the network (``LocalizerArchitecture``).
         sigma_mm: spread of the heatmap target's Gaussian.
         handed_weight: weight of the handedness loss beside the heatmap's.
+        view_weight: weight of the lateral-view loss; 0 trains a network without the
+            view head (``LocalizerArchitecture.view_head``).
         val_share: share of films held out for validation (at least one).
         augment: photometric and occlusion augmentation (see ``augment``) on a share
             ``hard_share`` of the samples; the rest, and every sample when off, get the
@@ -47,6 +49,7 @@ class LocalizerTrainConfig:
     output_stride: int = 4
     sigma_mm: float = 10.0
     handed_weight: float = 2.0
+    view_weight: float = 4.0
     val_share: float = 0.15
     augment: bool = True
     hard_share: float = 0.5
@@ -68,7 +71,10 @@ class LocalizerTrainConfig:
     def architecture(self) -> LocalizerArchitecture:
         """The network this configuration trains."""
         return LocalizerArchitecture(
-            widths=self.widths, decoder_width=self.decoder_width, output_stride=self.output_stride
+            widths=self.widths,
+            decoder_width=self.decoder_width,
+            output_stride=self.output_stride,
+            view_head=self.view_weight > 0,
         )
 
     def to_dict(self) -> dict[str, Any]:

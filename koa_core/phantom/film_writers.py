@@ -32,7 +32,7 @@ FILM_LABEL_COLUMNS = (
     "kind",
 )
 """labels.csv: one row per knee, joint_x/joint_y in stored pixels from the top-left pixel; a
-film without a knee to grade (a lateral view) has one row with those empty: a negative."""
+lateral view, with no knee to grade, has one row with the side empty and its joint centre."""
 _FILM_STUDY_DATE = date(2021, 1, 1)
 
 Progress = Callable[[int], None]
@@ -49,6 +49,7 @@ class FilmRecord:
     spacing_mm: float
     knees: tuple[FilmKnee, ...]
     transfer_syntax: str = "explicit"
+    lateral_joint: tuple[float, float] | None = None
 
 
 def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -98,12 +99,14 @@ def film_file(
         film.spacing_mm,
         film.knees,
         syntax,
+        film.lateral_joint,
     )
 
 
 def write_film_labels(path: Path, records: Iterable[FilmRecord], root: Path) -> None:
-    """Write the truth table (``FILM_LABEL_COLUMNS``): one row per knee, and one with empty
-    knee columns for a film without knees, so a localizer trained on it learns to find none."""
+    """Write the truth table (``FILM_LABEL_COLUMNS``): one row per knee, and for a lateral
+    view one with the side empty and its joint centre, so a localizer trained on it learns to
+    find no knee to grade there and to name the view."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -111,7 +114,9 @@ def write_film_labels(path: Path, records: Iterable[FilmRecord], root: Path) -> 
         for record in records:
             file = record.path.relative_to(root).as_posix()
             if not record.knees:
-                writer.writerow([file, record.sop_instance_uid, "", "", "", "", "", record.kind])
+                joint = record.lateral_joint
+                x, y = (f"{v:.2f}" for v in joint) if joint else ("", "")
+                writer.writerow([file, record.sop_instance_uid, "", x, y, "", "", record.kind])
             writer.writerows(
                 [
                     file,

@@ -96,6 +96,9 @@ class Film:
     knees: tuple[FilmKnee, ...]
     markers: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
     metal: bool = False
+    lateral_joint: tuple[float, float] | None = None
+    """A lateral view's joint centre (column, row) in stored pixels: no knee to grade, but
+    where a localizer learns what a side view looks like."""
 
     def bone_bright(self) -> FloatArray:
         """Pixels as float32 with bone bright (MONOCHROME1 inverted), as a reader returns them."""
@@ -535,4 +538,5 @@ def render_film(
         knees=() if kind == "lateral" else knees,
         markers=markers,
         metal=layout.metal is not None,
+        lateral_joint=(knees[0].joint_x, knees[0].joint_y) if kind == "lateral" else None,
     )

@@ -33,10 +33,11 @@ DEMO_TRAINING_FILMS = 375
 DEMO_FILM_SPACING_MM = 0.625
 """Coarse films write fast, and at 140 mm / 224 px the ROI needs no resampling to be saved."""
 DEMO_LOCALIZER_FILMS = 250
-# About a fifth of them lateral views, as negatives. Trained on 200 frontal films only, the
-# localizer found a knee (score >= 0.5) on 9 of 40 lateral films, which a night without
-# ViewPosition or descriptions would grade as frontal; with these, on 1 of 40, and still
-# every knee of 40 bilateral and 40 one-knee films (median error 1.0 mm on validation).
+# About a fifth of them lateral views, with their joints: no knee to grade on them, and the
+# view head learns to name them (36-40 of 40 held-out side views, no frontal film; see
+# benchmarks/RESULTS.md). Trained on 200 frontal films only, the localizer found a knee
+# (score >= 0.5) on 9 of 40 lateral films, which a night without ViewPosition or
+# descriptions would have graded as frontal.
 DEMO_LOCALIZER_LATERAL_SHARE = 0.25
 # Films for the localizer at 0.6 mm: it works at 3 mm/px, so finer pixels add decode time only.
 DEMO_LOCALIZER_SPACING_MM = 0.6

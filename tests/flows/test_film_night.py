@@ -66,8 +66,13 @@ def night(
         truth[_write(film, folder, f"unilateral-{side}").name] = film
     lateral = render_film("lateral", 50, spacing_mm=TEST_FILM_SPACING_MM)
     _write(lateral, folder, "lateral")
+    # A side view whose header says nothing of the view: the image itself must tell.
+    unlabelled = render_film("lateral", 52, spacing_mm=TEST_FILM_SPACING_MM)
+    unsaid = {"ViewPosition": "", "StudyDescription": "XR KNEE", "SeriesDescription": "XR KNEE"}
+    _write(unlabelled, folder, "lateral-unlabelled", **unsaid)
     _blank(render_film("unilateral", 51, spacing_mm=TEST_FILM_SPACING_MM), folder)
-    bad = write_bad_files(folder / "bad", 4, seed=5)
+    # Three broken files: with the two side views and the blank, half the night (the limit).
+    bad = write_bad_files(folder / "bad", 3, seed=5)
     return {"truth": truth, "bad": bad, "outbox": outbox, "folder": folder}
 
 
@@ -89,6 +94,7 @@ def test_a_night_of_films_scores_every_knee_once_and_delivers_its_results(
         by_file.setdefault(Path(row["source_path"]).name, {})[row["knee_side"]] = row
     truth: dict[str, Film] = night["truth"]
     assert set(by_file) == set(truth)
+    uncovered = []
     for name, film in truth.items():
         rows = by_file[name]
         assert sorted(rows) == sorted(knee.side for knee in film.knees), name
@@ -97,9 +103,15 @@ def test_a_night_of_films_scores_every_knee_once_and_delivers_its_results(
             error_mm = np.hypot(row["joint_x"] - knee.joint_x, row["joint_y"] - knee.joint_y)
             assert error_mm * film.spacing_mm < 10.0, (name, knee.side)
             assert abs(row["kl_grade"] - knee.grade) <= 1, (name, knee.side, row["kl_grade"])
-            assert knee.grade in row["grade_set"] or row["refer"], (name, knee.side)
+            if not (knee.grade in row["grade_set"] or row["refer"]):
+                uncovered.append((name, knee.side, knee.grade, row["grade_set"]))
+    # A 90 % set misses about one knee in ten: of these ten, one may go unreferred.
+    assert len(uncovered) <= 1, uncovered
     reasons = {Path(row["source_path"]).name: row["reasons"] for row in quarantine}
+    [unsaid] = [row for row in quarantine if row["source_path"].endswith("lateral-unlabelled.dcm")]
+    assert "looks like a lateral view" in unsaid["detail"]
     assert reasons.pop("lateral.dcm") == "not_frontal_view"
+    assert reasons.pop("lateral-unlabelled.dcm") == "not_frontal_view"
     assert reasons.pop("blank.dcm") == "no_knee_found"
     assert len(reasons) == len({Path(record.path).name for record in night["bad"]})
     assert all(reasons.values())

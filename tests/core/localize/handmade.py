@@ -27,6 +27,7 @@ def write_dicom_film(
     bits_stored: int = 12,
     sop_instance_uid: str | None = None,
     laterality: str | None = None,
+    view: str | None = None,
 ) -> str:
     """Write ``pixels`` as a minimal DX For Presentation file; return its SOPInstanceUID."""
     ds = Dataset()
@@ -42,6 +43,8 @@ def write_dicom_film(
     ds.PixelSpacing = [spacing_mm, spacing_mm]
     if laterality is not None:
         ds.ImageLaterality = laterality
+    if view is not None:
+        ds.ViewPosition = view
     ds.set_pixel_data(pixels, photometric, bits_stored, generate_instance_uid=False)
     ds.PixelRepresentation = 0
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,19 @@ from koa_core.io.reader import read_radiograph
 from koa_core.localize.evaluate import match
 from koa_core.localize.find import find_knees, load_localizer
 from koa_core.localize.labels import LabelledFilm
-from koa_core.localize.train import TrainedLocalizer
-from tests.localizer_fixtures import FilmSet
+from koa_core.localize.train import TrainedLocalizer, train_localizer
+from tests.localizer_fixtures import TINY, FilmSet
 
 MAX_ERROR_MM = 8.0
 ACCEPT = 0.5
+LATERAL = 0.5  # KOA_LATERAL_VIEW_SCORE's default
 
 
 def _check_film(film: LabelledFilm, trained: TrainedLocalizer) -> None:
     radiograph = read_radiograph(film.path)
     found = [
         knee
-        for knee in find_knees(radiograph.pixels, film.spacing_mm or 0.0, trained.localizer)
+        for knee in find_knees(radiograph.pixels, film.spacing_mm or 0.0, trained.localizer).knees
         if knee.score >= ACCEPT
     ]
     pairs = match(film.knees, found, film.spacing_mm or 0.0)
@@ -67,7 +69,7 @@ def test_no_knee_is_found_where_there_is_none(tiny_localizer: TrainedLocalizer, 
         "noise": rng.normal(1000.0, 200.0, shape),
         "gradient": np.add.outer(np.linspace(0, 4000, shape[0]), np.linspace(0, 500, shape[1])),
     }[kind].astype(np.float32)
-    found = find_knees(image, 0.7, tiny_localizer.localizer)
+    found = find_knees(image, 0.7, tiny_localizer.localizer).knees
     assert all(knee.score < ACCEPT for knee in found), found
 
 
@@ -78,12 +80,12 @@ def test_positions_are_in_the_pixels_of_the_image_passed_in(
     pixels = read_radiograph(film.path).pixels
     spacing = film.spacing_mm or 0.0
     localizer = tiny_localizer.localizer
-    full = find_knees(pixels, spacing, localizer)
+    full = find_knees(pixels, spacing, localizer).knees
     # Padded on the left and top: the same knees, shifted by the padding.
     padded = np.pad(pixels, ((90, 0), (120, 0)), mode="edge")
-    shifted = find_knees(padded, spacing, localizer)
+    shifted = find_knees(padded, spacing, localizer).knees
     # Half the resolution at twice the spacing: the same knees at half the coordinates.
-    halved = find_knees(pixels[::2, ::2].copy(), 2 * spacing, localizer)
+    halved = find_knees(pixels[::2, ::2].copy(), 2 * spacing, localizer).knees
     for knee, moved, small in zip(full[:2], shifted[:2], halved[:2], strict=True):
         assert math.hypot(moved.x - 120 - knee.x, moved.y - 90 - knee.y) * spacing < 4.0
         assert math.hypot(2 * small.x + 0.5 - knee.x, 2 * small.y + 0.5 - knee.y) * spacing < 4.0
@@ -109,7 +111,7 @@ def test_at_most_two_knees_best_first(tiny_localizer: TrainedLocalizer, held_out
     pixels = read_radiograph(film.path).pixels
     # Three copies of a bilateral film side by side: six knees, two returned.
     wide = np.concatenate([pixels] * 3, axis=1)
-    found = find_knees(wide, film.spacing_mm or 0.0, tiny_localizer.localizer)
+    found = find_knees(wide, film.spacing_mm or 0.0, tiny_localizer.localizer).knees
     assert len(found) == 2
     assert found[0].score >= found[1].score
 
@@ -122,6 +124,36 @@ def test_bad_input_is_a_value_error(
 ) -> None:
     with pytest.raises(ValueError):
         find_knees(image, spacing, tiny_localizer.localizer)
+
+
+def test_held_out_lateral_views_are_named_and_frontal_films_are_not(
+    tiny_localizer: TrainedLocalizer, held_out: FilmSet
+) -> None:
+    seen = {
+        film.relpath: find_knees(
+            read_radiograph(film.path).pixels, film.spacing_mm or 0.0, tiny_localizer.localizer
+        ).p_lateral
+        for film in held_out.films
+    }
+    lateral = {film.relpath for film in held_out.films if film.lateral}
+    assert lateral and all(path.startswith("lateral/") for path in lateral)
+    assert all(p is not None and p >= LATERAL for path, p in seen.items() if path in lateral), seen
+    assert all(p is not None and p < LATERAL for path, p in seen.items() if path not in lateral)
+
+
+def test_a_localizer_without_a_view_head_still_finds_knees_and_cannot_tell_the_view(
+    held_out: FilmSet, tmp_path: Path
+) -> None:
+    # A card written before the view head: same network, 4 output channels.
+    config = replace(TINY, epochs=1, view_weight=0.0)
+    films = [film for film in held_out.films if not film.lateral]
+    trained = train_localizer(films, config)
+    assert not trained.card.architecture.view_head
+    loaded = load_localizer(trained.save(tmp_path / "old"))
+    film = films[0]
+    seen = find_knees(read_radiograph(film.path).pixels, film.spacing_mm or 0.0, loaded)
+    assert seen.p_lateral is None
+    assert trained.validation["lateral_flagged"] is None
 
 
 def test_training_recorded_its_validation_figures(tiny_localizer: TrainedLocalizer) -> None:

@@ -1,4 +1,4 @@
-"""Heatmap targets and their decoding: peaks, NMS by max-pool, offsets, handedness."""
+"""Heatmap targets and their decoding: peaks, NMS by max-pool, offsets, handedness, view."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from koa_core.localize.heatmap import KneeTarget, decode_peaks, encode_targets
-from koa_core.localize.network import HANDED, HEAT, OFFSET_X, OFFSET_Y
+from koa_core.localize.loss import localizer_loss
+from koa_core.localize.network import HANDED, HEAT, OFFSET_X, OFFSET_Y, VIEW
 
 STRIDE = 4
 
@@ -92,3 +93,33 @@ def test_knees_off_the_map_get_no_target() -> None:
     targets = encode_targets([[KneeTarget(500.0, 10.0, True)], []], (8, 8), STRIDE, 1.0)
     assert targets.centre.sum() == 0
     assert targets.heat.max() == 0
+
+
+def test_a_side_view_joint_is_a_second_heat_class_and_frontal_films_are_its_negatives() -> None:
+    targets = encode_targets(
+        [[], [], [KneeTarget(20.0, 20.0, True)]],
+        (8, 8),
+        STRIDE,
+        1.0,
+        lateral=[True, True, False],
+        side_joints=[(13.5, 9.5), None, None],
+    )
+    assert targets.lateral.tolist() == [1.0, 1.0, 0.0]
+    assert targets.view_centre[0, 2, 3] == 1 and targets.view_centre.sum() == 1
+    assert targets.centre[2].sum() == 1 and targets.view_heat[2].max() == 0
+    maps = torch.zeros(3, VIEW + 1, 8, 8)
+    maps[:, HEAT] = -10.0
+    maps[:, VIEW] = -8.0
+    maps[0, VIEW, 2, 3] = 8.0  # the side-view joint where it is
+    maps[1, VIEW, 5, 5] = 8.0  # the unlocated side view: anywhere will do
+    _, right = localizer_loss(maps, targets)
+    wrong = maps.clone()
+    wrong[2, VIEW, 5, 5] = 8.0  # a side-view joint on the frontal film costs
+    _, on_frontal = localizer_loss(wrong, targets)
+    missing = maps.clone()
+    missing[1, VIEW] = -8.0  # the unlocated side view with no cell saying so costs
+    _, unnamed = localizer_loss(missing, targets)
+    assert right["view"] < 0.05
+    assert on_frontal["view"] > 1.0 and unnamed["view"] > 1.0
+    _, no_head = localizer_loss(maps[:, :VIEW], targets)
+    assert "view" not in no_head

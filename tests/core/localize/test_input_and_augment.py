@@ -91,7 +91,10 @@ def test_a_flip_mirrors_the_handedness_and_knees_stay_inside() -> None:
     film = _work_film()
     seen = set()
     for seed in range(40):
-        pixels, knees = augment_sample(film, 128, 3.0, np.random.default_rng(seed), hard=True)
+        pixels, knees, side_joint = augment_sample(
+            film, 128, 3.0, np.random.default_rng(seed), hard=True
+        )
+        assert side_joint is None
         assert pixels.shape == (128, 128) and pixels.min() >= 0.0 and pixels.max() <= 1.0
         margin = min(KEEP_MARGIN_MM, DROP_MARGIN_MM) / 3.0 / 2
         for knee in knees:
@@ -104,3 +107,17 @@ def test_a_flip_mirrors_the_handedness_and_knees_stay_inside() -> None:
         for knee in knees:
             seen.add(knee.right_looking)
     assert seen == {"pair", True, False}
+
+
+def test_a_lateral_view_keeps_its_joint_in_view_and_is_never_collimated_away() -> None:
+    pixels = np.random.default_rng(0).uniform(0.0, 0.2, (200, 260)).astype(np.float32)
+    pixels[90:110, 180:200] = 1.0
+    film = WorkFilm(pixels, 2.0, (), lateral=True, lateral_joint=(190.0, 100.0))
+    margin = KEEP_MARGIN_MM / 3.0 / 2
+    for seed in range(20):
+        image, knees, joint = augment_sample(film, 128, 3.0, np.random.default_rng(seed), hard=True)
+        assert knees == [] and joint is not None
+        x, y = joint
+        assert margin <= x <= 128 - margin and margin <= y <= 128 - margin
+        # The joint's block stands out where the target says (dark when inverted).
+        assert abs(image[round(y), round(x)] - np.median(image)) > 0.3

@@ -15,7 +15,12 @@ import numpy.typing as npt
 import pytest
 
 from koa_core.config import Settings
-from koa_core.errors import KneeTruncatedError, LateralityConflictError, NoKneeFoundError
+from koa_core.errors import (
+    KneeTruncatedError,
+    LateralityConflictError,
+    NoKneeFoundError,
+    NotFrontalViewError,
+)
 from koa_core.localize.knee_inputs import KneeFinder, load_knee_inputs
 from koa_core.phantom import Film, film_dataset, render_film, save_dicom
 
@@ -31,13 +36,21 @@ class Found:
     p_right_looking: float
 
 
-def truth_finder(film: Film, *, score: float = 0.95, mirrored: bool = False) -> KneeFinder:
+@dataclass(frozen=True)
+class Seen:
+    knees: list[Found]
+    p_lateral: float | None = None
+
+
+def truth_finder(
+    film: Film, *, score: float = 0.95, mirrored: bool = False, p_lateral: float | None = None
+) -> KneeFinder:
     """The film's labelled joints as a localizer would report them, in decoded pixels."""
 
-    def find(pixels: npt.NDArray[np.float32], spacing_mm: float) -> list[Found]:
+    def find(pixels: npt.NDArray[np.float32], spacing_mm: float) -> Seen:
         scale = film.spacing_mm / spacing_mm
         right_looking = {"R": 0.97, "L": 0.03}
-        return [
+        knees = [
             Found(
                 knee.joint_x * scale,
                 knee.joint_y * scale,
@@ -46,6 +59,7 @@ def truth_finder(film: Film, *, score: float = 0.95, mirrored: bool = False) -> 
             )
             for knee in film.knees
         ]
+        return Seen(knees, p_lateral)
 
     return find
 
@@ -96,13 +110,29 @@ def test_low_scores_are_no_knee(tmp_path: Path) -> None:
         load_knee_inputs(_write(tmp_path, film), SIZE, truth_finder(film, score=0.2))
 
 
+@pytest.mark.parametrize(("p_lateral", "refused"), [(0.9, True), (0.5, True), (0.3, False)])
+def test_a_film_the_localizer_calls_lateral_is_not_frontal_whatever_its_header(
+    tmp_path: Path, p_lateral: float, refused: bool
+) -> None:
+    film = render_film("unilateral", 8, spacing_mm=SPACING_MM)  # its header says PA
+    finder = truth_finder(film, p_lateral=p_lateral)
+    path = _write(tmp_path, film)
+    if not refused:
+        assert len(load_knee_inputs(path, SIZE, finder).knees) == 1
+        return
+    with pytest.raises(NotFrontalViewError, match=f"lateral view \\(localizer {p_lateral:.2f}"):
+        load_knee_inputs(path, SIZE, finder)
+    stricter = Settings(lateral_view_score=0.95)
+    assert len(load_knee_inputs(path, SIZE, finder, settings=stricter).knees) == 1
+
+
 def test_a_knee_at_the_edge_of_the_film_is_truncated(tmp_path: Path) -> None:
     film = render_film("unilateral", 7, spacing_mm=SPACING_MM)
     (truth,) = film.knees
 
-    def at_the_edge(pixels: npt.NDArray[np.float32], spacing_mm: float) -> list[Found]:
+    def at_the_edge(pixels: npt.NDArray[np.float32], spacing_mm: float) -> Seen:
         side = {"R": 0.97, "L": 0.03}[truth.side]
-        return [Found(2.0, truth.joint_y * film.spacing_mm / spacing_mm, 0.9, side)]
+        return Seen([Found(2.0, truth.joint_y * film.spacing_mm / spacing_mm, 0.9, side)])
 
     with pytest.raises(KneeTruncatedError, match="off the film"):
         load_knee_inputs(_write(tmp_path, film), SIZE, at_the_edge)

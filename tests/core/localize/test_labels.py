@@ -185,3 +185,28 @@ def test_a_row_without_side_or_joint_lists_a_film_with_no_knee(
     assert [film.knees for film in read][1] == ()
     rows.append({"file": "b/two.dcm", "side": "L", "joint_x": 1, "joint_y": 1})
     assert "listed with knees and without" in _error(root, rows)
+
+
+@pytest.mark.parametrize(("view", "lateral"), [("lateral", True), ("LL", True), ("PA", False)])
+def test_a_view_column_names_the_lateral_views(
+    films: tuple[Path, list[str]], view: str, lateral: bool
+) -> None:
+    root, _ = films
+    knee_less = {"file": "b/two.dcm", "side": "", "joint_x": "", "joint_y": "", "view": view}
+    read = read_film_labels(root, _write(pd.DataFrame([*_rows()[:2], knee_less]), root / "t.csv"))
+    assert [film.lateral for film in read] == [False, lateral]
+
+
+def test_a_lateral_header_names_the_view_and_a_lateral_view_lists_no_knee(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_dicom_film(root / "side.dcm", np.zeros((ROWS, COLUMNS), np.uint16), 0.5, view="LL")
+    knee_less = {"file": "side.dcm", "side": "", "joint_x": "", "joint_y": ""}
+    (film,) = read_film_labels(root, _write(pd.DataFrame([knee_less]), root / "labels.csv"))
+    assert film.lateral
+    with_knee = {"file": "side.dcm", "side": "R", "joint_x": 10, "joint_y": 10}
+    assert "is a lateral view: it lists no knees" in _error(root, [with_knee])
+
+
+def test_an_unknown_view_names_its_row(films: tuple[Path, list[str]]) -> None:
+    rows = [{**_rows()[0], "view": "oblique"}]
+    assert "row 2, column view: 'oblique'" in _error(films[0], rows)

@@ -222,7 +222,7 @@ def test_write_films_labels_table(tmp_path: Path) -> None:
         assert f"KL_{knee.side}={knee.label}" in ds.ImageComments
 
 
-def test_lateral_films_are_listed_as_negatives(tmp_path: Path) -> None:
+def test_lateral_films_are_listed_as_negatives_with_their_joint(tmp_path: Path) -> None:
     records = write_films(tmp_path, 2, "lateral", 1, spacing_mm=0.8)
     assert [r.knees for r in records] == [(), ()]
     rows = _read_csv(tmp_path / "labels.csv")
@@ -231,7 +231,18 @@ def test_lateral_films_are_listed_as_negatives(tmp_path: Path) -> None:
     ]
     assert all(pydicom.dcmread(r.path).ViewPosition == "LL" for r in records)
     films = read_film_labels(tmp_path, tmp_path / "labels.csv")
-    assert [film.knees for film in films] == [(), ()]
+    assert [film.knees for film in films] == [(), ()] and all(film.lateral for film in films)
+    for film, record in zip(films, records, strict=True):
+        assert record.lateral_joint is not None and film.lateral_joint is not None
+        assert film.lateral_joint == pytest.approx(record.lateral_joint, abs=0.01)
+        # The joint space lies between femur and tibia: bone above and below it, along the leg.
+        ds = pydicom.dcmread(record.path)
+        pixels = ds.pixel_array.astype(float)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            pixels = pixels.max() - pixels
+        x, y = (round(v) for v in film.lateral_joint)
+        reach = round(15 / 0.8)
+        assert pixels[y - reach, x] > pixels[y, x] < pixels[y + reach, x]
 
 
 def test_a_lateral_share_mixes_side_views_into_a_mixed_set(tmp_path: Path) -> None:
