@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from koa_core.config import Settings
 from koa_core.localize.find import FoundKnee
 from koa_core.localize.labels import KneeLabel
 
 ACCEPT_SCORE = 0.5
 # KOA_LATERAL_VIEW_SCORE's default: the figures say what the night would do.
-LATERAL_SCORE = 0.5
+LATERAL_SCORE: float = Settings.model_fields["lateral_view_score"].default
 MATCH_DISTANCE_MM = 40.0
 
 

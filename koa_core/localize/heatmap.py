@@ -82,7 +82,8 @@ def encode_targets(
     xs = torch.arange(columns, dtype=torch.float32)[None, :] + 0.5
 
     def bump(into: torch.Tensor, cells: torch.Tensor, x: float, y: float) -> tuple[int, int] | None:
-        """Put a joint's Gaussian into ``into`` and its cell into ``cells``: its cell."""
+        """Add a joint's Gaussian to ``into`` and mark its cell in ``cells``; the cell (row,
+        column), or None off the map."""
         cx, cy = (x + 0.5) / stride, (y + 0.5) / stride
         column, row = int(cx // 1), int(cy // 1)
         if not (0 <= column < columns and 0 <= row < rows):

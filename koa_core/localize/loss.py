@@ -1,4 +1,5 @@
-"""The localizer's training loss: CenterNet focal loss, offset L1, handedness and view BCE."""
+"""The localizer's training loss: CenterNet focal loss for knees and side-view joints, offset
+L1, handedness BCE."""
 
 from __future__ import annotations
 
