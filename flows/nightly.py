@@ -145,6 +145,7 @@ class ResultsPlan:
     algorithm: Algorithm
     run_id: str
     folder: str
+    lossless_overlay: bool
 
 
 @task
@@ -153,7 +154,13 @@ def keep_results(
 ) -> Sealed[dict[str, Any]]:
     """Build and keep the SR and SC of one scored chunk's films (on a Dask worker)."""
     with redacted_logs(redactor):
-        built = keep_film_results(scored.value, plan.algorithm, plan.run_id, Path(plan.folder))
+        built = keep_film_results(
+            scored.value,
+            plan.algorithm,
+            plan.run_id,
+            Path(plan.folder),
+            lossless_overlay=plan.lossless_overlay,
+        )
         return Sealed(dict(built))
 
 
@@ -222,7 +229,12 @@ def _score_night(settings: Settings, day: date, source: str, model_ref: str) -> 
         plan = None
         if settings.deliver_to is not None:
             folder = instances_dir(settings.runs_dir, day, run.run_id)
-            plan = ResultsPlan(algorithm_of(version, localizer), run.run_id, str(folder))
+            plan = ResultsPlan(
+                algorithm_of(version, localizer),
+                run.run_id,
+                str(folder),
+                settings.deliver_lossless_overlay,
+            )
         docs_path, pending = _process(settings, ledger, listing, run_dir, models, plan)
         summary = commit_night(ledger, settings, started, docs_path)
         _report(summary, ledger)

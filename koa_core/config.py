@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     deliver_concurrency: int = Field(
         default=4, ge=1, description="Instances sent at once (STOW-RS requests, outbox writes)."
     )
+    deliver_lossless_overlay: bool = Field(
+        default=False,
+        description="Send the overlay Secondary Capture uncompressed (~20x bigger) "
+        "instead of JPEG baseline, quality 95.",
+    )
 
     @field_validator("path_identifier_pattern")
     @classmethod

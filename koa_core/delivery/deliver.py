@@ -74,8 +74,12 @@ def instances_dir(runs_dir: Path, batch_date: date, run_id: str) -> Path:
     return runs_dir / batch_date.isoformat() / run_id / DELIVERIES_DIR
 
 
-def keep_instances(film: FilmFindings, run_id: str, folder: Path) -> list[Instance]:
+def keep_instances(
+    film: FilmFindings, run_id: str, folder: Path, *, lossless_overlay: bool = False
+) -> list[Instance]:
     """Build the SR and the SC of one film and keep their Part 10 files in ``folder``.
+
+    ``lossless_overlay`` keeps the SC uncompressed (``build_capture``).
 
     Raises:
         ResultBuildError: Findings or a header that cannot be written as DICOM.
@@ -83,7 +87,8 @@ def keep_instances(film: FilmFindings, run_id: str, folder: Path) -> list[Instan
     """
     source = str(film.source.SOPInstanceUID)
     kept = []
-    for kind, dataset in ((uids.SR, build_report(film)), (uids.SC, build_capture(film))):
+    capture = build_capture(film, lossless=lossless_overlay)
+    for kind, dataset in ((uids.SR, build_report(film)), (uids.SC, capture)):
         sop = str(dataset.SOPInstanceUID)
         path = folder / f"{sop}.dcm"
         buffer = io.BytesIO()
@@ -121,7 +126,12 @@ def deliver_findings(
     """
     settings = settings or get_settings()
     folder = instances_dir(settings.runs_dir, batch_date, run_id)
-    kept = [item for film in findings for item in keep_instances(film, run_id, folder)]
+    lossless = settings.deliver_lossless_overlay
+    kept = [
+        item
+        for film in findings
+        for item in keep_instances(film, run_id, folder, lossless_overlay=lossless)
+    ]
     return send_instances(kept, destination, batch_date, settings, sleep)
 
 

@@ -58,11 +58,17 @@ class ModelInput:
 def block_mean(tensor: torch.Tensor, block: int, rows: int, columns: int) -> torch.Tensor:
     """The mean of each ``block x block`` tile of the top-left ``rows x columns`` of a 2-D
     contiguous tensor (both multiples of ``block``)."""
-    # Rows first: a slice of whole rows is still contiguous, so the big reduction runs over
-    # a (rows / block, block, all columns) view, vectorised along the columns, reading each
-    # pixel once; measured 2x faster than avg_pool2d's (block x block) windows here.
-    row_sums = tensor[:rows].view(rows // block, block, tensor.shape[1]).sum(dim=1)
-    sums = row_sums[:, :columns].reshape(rows // block, columns // block, block).sum(dim=2)
+    # The sum of ``block`` strided slices, rows then columns: each pass is one vectorised
+    # add over whole rows. Reducing a (.., block) axis instead walks a short inner axis:
+    # on a 2,900 px film (one thread, AMD EPYC) this took 4.0 against 12.2 ms at the
+    # overlay's 3 px blocks, 2.8 against 3.5 at the localizer's 10 (best of 30 runs), and
+    # avg_pool2d's (block x block) windows were slower than either.
+    row_sums = tensor[0:rows:block].clone()
+    for offset in range(1, block):
+        row_sums += tensor[offset:rows:block]
+    sums = row_sums[:, 0:columns:block].clone()
+    for offset in range(1, block):
+        sums += row_sums[:, offset:columns:block]
     return sums / (block * block)
 
 

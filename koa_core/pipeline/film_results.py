@@ -109,7 +109,12 @@ def film_findings(path: Path, knees: Sequence[ScoredKnee], algorithm: Algorithm)
 
 
 def keep_film_results(
-    rows: Sequence[Row], algorithm: Algorithm, run_id: str, folder: Path
+    rows: Sequence[Row],
+    algorithm: Algorithm,
+    run_id: str,
+    folder: Path,
+    *,
+    lossless_overlay: bool = False,
 ) -> dict[str, list[Instance] | str]:
     """Build and keep the SR and SC of every DICOM film among one chunk's scored rows.
 
@@ -118,6 +123,7 @@ def keep_film_results(
         algorithm: The identity written into every SR.
         run_id: The run the instances belong to.
         folder: Where they are kept (``koa_core.delivery.deliver.instances_dir``).
+        lossless_overlay: Keep the SCs uncompressed (``build_capture``).
 
     Returns:
         Per film (``origin``): its kept instances, or why they could not be built (a
@@ -131,7 +137,9 @@ def keep_film_results(
     for origin, knees in films.items():
         try:
             findings = film_findings(Path(origin), knees, algorithm)
-            built[origin] = keep_instances(findings, run_id, folder)
+            built[origin] = keep_instances(
+                findings, run_id, folder, lossless_overlay=lossless_overlay
+            )
         except (KoaError, OSError) as error:
             built[origin] = str(error)
     return built

@@ -57,9 +57,21 @@ def knee(side: str, grade: int, refer: bool = False, x: float = 80.0) -> KneeFin
 
 
 def overlay(index: int, rows: int = FILM_PX, columns: int = FILM_PX) -> np.ndarray:
-    """A dummy RGB overlay whose pixels differ per film."""
-    rng = np.random.default_rng(index)
-    return rng.integers(0, 256, size=(rows, columns, 3), dtype=np.uint8)
+    """An RGB overlay whose pixels differ per film: smooth ramps and a box, as a JPEG of a
+    picture keeps them within a grey level or two (noise would not survive it)."""
+    y, x = np.mgrid[0:rows, 0:columns]
+    picture = np.stack(
+        [(x * 200) // columns + 5 * index, (y * 200) // rows, np.full_like(x, 37 * index)], axis=2
+    )
+    picture[rows // 4 : rows // 2, columns // 4 : columns // 2] = (0, 255, 0)
+    return np.asarray(picture % 256, dtype=np.uint8)
+
+
+def assert_shows_overlay(pixels: np.ndarray, expected: np.ndarray) -> None:
+    """The SC's decoded pixels are the overlay, up to its JPEG's error."""
+    assert pixels.shape == expected.shape
+    error = np.abs(pixels.astype(np.int16) - expected.astype(np.int16))
+    assert float(error.mean()) < 1.5, f"mean error {error.mean():.2f} grey levels"
 
 
 def film(

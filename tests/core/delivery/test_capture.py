@@ -1,4 +1,4 @@
-"""The Secondary Capture: the overlay's RGB pixels, burned-in annotation, the film's study."""
+"""The Secondary Capture: the overlay (JPEG or RGB), burned-in annotation, the film's study."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import SecondaryCaptureImageStorage
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
 from koa_core.delivery.capture import build_capture
 from koa_core.delivery.report import build_report
 from koa_core.errors import ResultBuildError
-from tests.core.delivery.films import film, knee
+from tests.core.delivery.films import assert_shows_overlay, film, knee
 
 
 def _round_trip(ds: Dataset) -> Dataset:
@@ -31,13 +31,33 @@ def test_capture_holds_the_overlay_in_the_films_study_and_its_own_series() -> No
         scored.source.SeriesInstanceUID,
         build_report(scored).SeriesInstanceUID,
     )
-    assert sc.PhotometricInterpretation == "RGB" and sc.SamplesPerPixel == 3
-    np.testing.assert_array_equal(sc.pixel_array, scored.overlay)
+    assert sc.PhotometricInterpretation == "YBR_FULL_422" and sc.SamplesPerPixel == 3
+    assert sc.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    assert_shows_overlay(sc.pixel_array, scored.overlay)
     assert sc.BurnedInAnnotation == "YES"
     assert list(sc.ImageType) == ["DERIVED", "SECONDARY", "KOA"]
     assert sc.Manufacturer == "koa"
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == scored.source.SOPInstanceUID
     assert sc.PatientID == scored.source.PatientID
+
+
+def test_a_jpeg_capture_says_it_was_compressed_lossily_and_how_much() -> None:
+    scored = film(1)
+    sc = _round_trip(build_capture(scored))
+    assert (sc.LossyImageCompression, sc.LossyImageCompressionMethod) == ("01", "ISO_10918_1")
+    frame_bytes = len(pydicom.encaps.get_frame(sc.PixelData, 0))
+    assert float(sc.LossyImageCompressionRatio) == pytest.approx(
+        scored.overlay.nbytes / frame_bytes, rel=0.01
+    )
+    assert float(sc.LossyImageCompressionRatio) > 5
+
+
+def test_a_lossless_capture_holds_the_overlays_exact_rgb_pixels() -> None:
+    scored = film(1)
+    sc = _round_trip(build_capture(scored, lossless=True))
+    assert sc.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert sc.PhotometricInterpretation == "RGB" and "LossyImageCompression" not in sc
+    np.testing.assert_array_equal(sc.pixel_array, scored.overlay)
 
 
 @pytest.mark.parametrize(

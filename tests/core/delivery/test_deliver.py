@@ -7,7 +7,6 @@ import socket
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from typer.testing import CliRunner
@@ -20,7 +19,7 @@ from koa_core.delivery.ledger import read_deliveries
 from koa_core.delivery.readback import read_report
 from koa_core.errors import DeliveryError
 from koa_core.storage.results import SCORES, build_scores_table, write_partition
-from tests.core.delivery.films import film
+from tests.core.delivery.films import assert_shows_overlay, film
 from tests.core.delivery.scripted_server import REFUSED, scripted_stow
 from tests.core.storage.test_results import score_rows
 
@@ -58,7 +57,7 @@ def test_outbox_holds_each_result_under_study_and_sop(settings: Settings, tmp_pa
         (k.side, k.kl_grade, k.grade_set) for k in scored.knees
     ]
     sc = pydicom.dcmread(study / f"{records[1].sop_instance_uid}.dcm")
-    np.testing.assert_array_equal(sc.pixel_array, scored.overlay)
+    assert_shows_overlay(sc.pixel_array, scored.overlay)
     assert {r.destination for r in records} == {str(outbox.absolute())}
     assert read_deliveries(settings.results_dir, NIGHT) == records
 
