@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from koa_core.cli.delivery import deliver_command
 from koa_core.cli.localizer import promote_localizer_command, train_localizer_command
@@ -232,7 +233,7 @@ def main() -> None:
     try:
         app()
     except KoaError as error:
-        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise SystemExit(2) from None
     finally:
         # The process ends here. Its last garbage collections walk every object torch,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from koa_core.cli.models import clear_errors, err, mm, out
@@ -85,7 +86,7 @@ def train_localizer_command(
     record = outcome.promotion
     if record is not None:
         verdict = "[green]promoted[/]" if record.promoted else "[yellow]not promoted[/]"
-        out.print(f"{version}: {verdict}: {record.reason}", soft_wrap=True)
+        out.print(f"{version}: {verdict}: {escape(record.reason)}", soft_wrap=True)
 
 
 def promote_localizer_command(
@@ -106,4 +107,4 @@ def promote_localizer_command(
             return
         record = registry.promote(ref)
     verdict = "[green]promoted[/]" if record.promoted else "[yellow]not promoted[/]"
-    out.print(f"localizer {record.challenger}: {verdict}: {record.reason}", soft_wrap=True)
+    out.print(f"localizer {record.challenger}: {verdict}: {escape(record.reason)}", soft_wrap=True)

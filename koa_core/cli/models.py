@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -37,7 +38,9 @@ def clear_errors() -> Iterator[None]:
     try:
         yield
     except KoaError as error:
-        err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", soft_wrap=True)
+        # The message may hold user text (a version id, a path) that reads as Rich markup.
+        message = escape(f"{type(error).__name__}: {error}")
+        err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(ERROR_EXIT) from None
 
 
@@ -72,7 +75,7 @@ def _print_decision(outcome: PromotionOutcome) -> None:
     verdict = "[green]promoted[/]" if record.promoted else "[yellow]not promoted[/]"
     out.print(
         f"{record.challenger}: {verdict} (champion was {record.champion or 'none'}):"
-        f" {record.reason}",
+        f" {escape(record.reason)}",
         soft_wrap=True,
     )
 

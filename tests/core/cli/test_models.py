@@ -129,6 +129,8 @@ def test_validation_split_can_be_evaluated(other_data: Path) -> None:
     [
         (["evaluate", "--model", "champion", "--data", "."], "ModelNotFoundError"),
         (["models", "show", "nope"], "ModelNotFoundError"),
+        # Rich would read the id as a closing tag and raise instead of printing it.
+        (["models", "show", "[/nope]"], "[/nope]"),
         (["train", "--data", "/no/such/dataset", *TINY], "DatasetError"),
     ],
 )
