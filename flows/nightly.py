@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import pandas as pd
 from dask.base import annotate
+from distributed import Client
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.context import FlowRunContext
@@ -35,6 +36,7 @@ from koa_core.pipeline.film_results import keep_film_results
 from koa_core.pipeline.ledger import NightLedger, RunContext
 from koa_core.pipeline.manifest import build_manifest, with_sha256
 from koa_core.pipeline.prepare import LOCALIZE, READ, PreparedChunk, prepare_chunk
+from koa_core.pipeline.results_warm_up import start_results_warm_up
 from koa_core.pipeline.score import score_chunk
 from koa_core.privacy import Redactor, site_secret
 from koa_core.registry import ModelRegistry, champion_localizer
@@ -289,6 +291,8 @@ def _process(
         The Data Docs path, and the workers' builds of each DICOM film's SR and SC (when
         ``plan`` asks for them), which may still be running: the scores do not wait.
     """
+    if plan is not None:
+        _warm_up_workers(plan)
     files = [{"path": str(f.path), "origin": f.origin, "sha256": f.sha256} for f in listing.files]
     header_chunks = read_headers.map(list(chunked(files, 4 * settings.chunk_size)))
     manifest = [row for rows in header_chunks.result() for row in rows]
@@ -441,10 +445,23 @@ def _submit_chunk(
     return ChunkFutures(prepared, scored, results)
 
 
-def _cluster_threads() -> int:
-    """Worker threads of the flow's Dask cluster now (at least one)."""
+def _dask_client() -> Client | None:
+    """The flow's Dask client (its first use starts the cluster); None off Dask."""
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
+    return runner.client if isinstance(runner, DaskTaskRunner) else None
+
+
+def _cluster_threads() -> int:
+    """Worker threads of the flow's Dask cluster now (at least one)."""
+    client = _dask_client()
+    if client is None:
         return 1
-    return max(1, sum(runner.client.nthreads().values()))  # type: ignore[no-untyped-call]
+    return max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
+
+
+def _warm_up_workers(plan: ResultsPlan) -> None:
+    """Have each worker build a throw-away SR and SC while the flow reads the headers."""
+    client = _dask_client()
+    if client is not None:
+        client.run(start_results_warm_up, plan.algorithm)
