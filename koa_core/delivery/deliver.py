@@ -16,7 +16,6 @@ failed delivery only adds rows to ``deliveries``; scores are never touched.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,12 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pydicom
-
 from koa_core.config import Settings, get_settings
 from koa_core.delivery import uids
 from koa_core.delivery.capture import build_capture
 from koa_core.delivery.destinations import Destination, open_destination
+from koa_core.delivery.encoding import part10_bytes
 from koa_core.delivery.findings import FilmFindings
 from koa_core.delivery.ledger import (
     DELIVERED,
@@ -91,9 +89,7 @@ def keep_instances(
     for kind, dataset in ((uids.SR, build_report(film)), (uids.SC, capture)):
         sop = str(dataset.SOPInstanceUID)
         path = folder / f"{sop}.dcm"
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-        _keep(path, buffer.getvalue())
+        _keep(path, part10_bytes(dataset))
         kept.append(Instance(kind, run_id, source, str(dataset.StudyInstanceUID), sop, path))
     return kept
 

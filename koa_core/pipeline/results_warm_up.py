@@ -3,7 +3,8 @@
 The first structured report and secondary capture a process builds cost ~1.2 s more than
 the next ones (measured on a 2-core AMD EPYC): highdicom parses its IOD module tables
 (0.65 s of JSON) the first time it builds any SOP class, matplotlib is imported for the
-colormap, Pillow loads its JPEG plugin. A night's workers start seconds before their first
+colormap, Pillow loads its JPEG plugin, and the SR's codes are encoded into
+``koa_core.delivery.encoding``'s cache. A night's workers start seconds before their first
 chunk is scored (the flow reads headers and checks the manifest meanwhile), so the
 delivering flow has each worker build, and throw away, the results of one tiny phantom
 film in a background thread as soon as the cluster is up.
@@ -11,15 +12,14 @@ film in a background thread as soon as the cluster is up.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from datetime import date
 
 import numpy as np
-import pydicom
 
 from koa_core.delivery.capture import build_capture
+from koa_core.delivery.encoding import part10_bytes
 from koa_core.delivery.findings import Algorithm, FilmFindings, KneeFinding
 from koa_core.delivery.report import build_report
 from koa_core.imaging.overlay import OverlayKnee, draw_overlay, film_picture
@@ -53,7 +53,7 @@ def warm_up_results(algorithm: Algorithm) -> None:
     overlay = draw_overlay(film_picture(image.pixels), [drawn])
     film = FilmFindings(source=header, knees=(finding,), algorithm=algorithm, overlay=overlay)
     for dataset in (build_report(film), build_capture(film)):
-        pydicom.dcmwrite(io.BytesIO(), dataset, enforce_file_format=True)
+        part10_bytes(dataset)
 
 
 def start_results_warm_up(algorithm: Algorithm) -> None:
