@@ -11,6 +11,8 @@ is a Comprehensive 3D SR in the film's study, with VerificationFlag UNVERIFIED.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -167,8 +169,12 @@ def _knee_group(source: Dataset, knee: KneeFinding, algorithm: Algorithm) -> Kne
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **content)
 
 
+@lru_cache(maxsize=8)
 def algorithm_identification(algorithm: Algorithm) -> hd.sr.AlgorithmIdentification:
-    """TID 4019: koa's name, model and localizer versions; koa and weights as parameters."""
+    """TID 4019: koa's name, model and localizer versions; koa and weights as parameters.
+
+    The same for every knee of a night: built once and shared (read-only) by the reports.
+    """
     return hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=f"model {algorithm.model_version}; localizer {algorithm.localizer_version}",
@@ -228,7 +234,9 @@ def _roi_region(source: Dataset, knee: KneeFinding) -> hd.sr.ImageRegion | None:
     )
 
 
+@lru_cache(maxsize=8)
 def _observation_context(algorithm: Algorithm) -> hd.sr.ObservationContext:
+    """The device observer (koa), the same for every report of a night: built once."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=uids.device_uid(algorithm.name),
         name=algorithm.name,

@@ -14,6 +14,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from koa_core.delivery import codes as koa_codes
 from koa_core.delivery import report as report_module
+from koa_core.delivery.encoding import part10_bytes
 from koa_core.delivery.readback import read_report
 from koa_core.delivery.report import build_report
 from koa_core.errors import ResultBuildError
@@ -172,3 +173,14 @@ def test_the_report_is_the_file_highdicom_builds_from_the_whole_tree(
     # highdicom's own way: the whole tree handed to the document constructor.
     monkeypatch.setattr(report_module, "_bare", lambda root: root)
     assert fast == _encoded(build_report(scored))
+
+
+def test_reports_sharing_the_nights_algorithm_items_are_those_a_cold_build_gives() -> None:
+    first, second = film(13), film(14, knees=(knee("L", 2, True),))
+    warm_first = build_report(first)
+    part10_bytes(warm_first)  # swaps the shared items' code sequences for a while
+    warm_second = _encoded(build_report(second))
+    report_module.algorithm_identification.cache_clear()
+    report_module._observation_context.cache_clear()
+    assert warm_second == _encoded(build_report(second))
+    assert _encoded(warm_first) == _encoded(build_report(first))
