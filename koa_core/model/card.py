@@ -18,12 +18,19 @@ DEFAULT_CONFORMAL_LEVEL = 0.90
 
 @dataclass(frozen=True)
 class Architecture:
-    """Which network to build: ``depth`` is BasicBlocks per stage, ``width`` the stem channels."""
+    """Which network to build: ``depth`` is BasicBlocks per stage, ``width`` the stem channels.
+
+    ``reader_noise`` > 0 ends the network in a fixed reader-noise layer
+    (``network.reader_noise_logits``): it outputs the probabilities of the grade a reader
+    *records*, that share of each grade moved onto its neighbours. 0, as in cards written
+    before the layer existed, outputs the head's logits as they are.
+    """
 
     name: str = "resnet"
     depth: tuple[int, ...] = DEFAULT_DEPTH
     width: int = DEFAULT_WIDTH
     drop_rate: float = 0.2
+    reader_noise: float = 0.0
 
 
 @dataclass(frozen=True)

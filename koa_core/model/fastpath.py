@@ -28,7 +28,7 @@ from torch import nn
 
 from koa_core.model.card import ModelCard
 from koa_core.model.inference import autocast, autocast_dtype, resolve_device
-from koa_core.model.network import PooledGrader, place
+from koa_core.model.network import PooledGrader, place, reader_noise_logits
 
 ExecutionPath = Literal["eager", "channels_last", "autocast", "fused", "compile"]
 EXECUTION_PATHS: tuple[str, ...] = get_args(ExecutionPath)
@@ -50,7 +50,8 @@ class Forward:
     """A scoring forward: a normalised (N, 1, S, S) batch in, float32 (N, 5) logits out.
 
     ``with_maps`` also returns the last feature maps (float32, (N, C, h, w)) that the
-    logits were pooled from, for class-activation maps at no extra pass.
+    logits were pooled from, for class-activation maps at no extra pass. ``head`` is the
+    grader's linear layer; ``reader_log_mixing`` its reader-noise layer, if it has one.
     """
 
     features: nn.Module
@@ -58,6 +59,7 @@ class Forward:
     device: torch.device
     memory_format: torch.memory_format
     use_autocast: bool
+    reader_log_mixing: torch.Tensor | None = None
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.with_maps(batch)[0]
@@ -70,6 +72,8 @@ class Forward:
                 maps = self.features(batch)
             maps = maps.float()
             logits: torch.Tensor = self.head(maps.mean(dim=(2, 3)))
+            if self.reader_log_mixing is not None:
+                logits = reader_noise_logits(logits, self.reader_log_mixing)
         return logits, maps
 
 
@@ -127,20 +131,20 @@ def optimise_for_inference(
     model.eval()
     # The head is copied so that the forward keeps the weights it was built with, as the
     # fused and compiled feature networks do.
-    head = copy.deepcopy(model.fc)
+    head = copy.deepcopy(model.fc).to(target)
+    mixing = model.reader_log_mixing
+    mixing = None if mixing is None else mixing.to(target)
     if chosen == "eager":
         reference = copy.deepcopy(model)
         # torch's stubs omit Module.to's memory_format keyword, which it does accept.
         reference.to(target, memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-        return Forward(
-            FeatureMaps(reference), head.to(target), target, torch.contiguous_format, False
-        )
+        return Forward(FeatureMaps(reference), head, target, torch.contiguous_format, False, mixing)
     features: nn.Module = FeatureMaps(place(model, target))
     if chosen == "fused":
         features = _folded(features)
     elif chosen == "compile":
         features = _compiled(features, card, target)
-    return Forward(features, head.to(target), target, torch.channels_last, chosen != "fused")
+    return Forward(features, head, target, torch.channels_last, chosen != "fused", mixing)
 
 
 def _folded(model: nn.Module) -> nn.Module:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from koa_core.model.card import DEFAULT_DEPTH, DEFAULT_WIDTH, ModelCard
-from koa_core.schema import NUM_CLASSES
+from koa_core.schema import NUM_CLASSES, adjacent_mixing
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -61,15 +61,22 @@ class PooledGrader(nn.Module):
     """What every grader shares: feature maps, global average pooling, one linear layer.
 
     The head is linear on pooled maps, so a class-activation map is one weighted sum of
-    ``feature_maps`` with ``fc``'s weights. Subclasses build ``feature_maps``.
+    ``feature_maps`` with ``fc``'s weights. Subclasses build ``feature_maps``. With a
+    reader-noise share the head's logits go through ``reader_noise_logits``.
     """
 
-    def _add_head(self, channels: int, drop_rate: float) -> None:
+    reader_log_mixing: torch.Tensor | None
+
+    def _add_head(self, channels: int, drop_rate: float, reader_noise: float) -> None:
         # Built after the feature layers: parameters are initialised in creation order,
         # and a seeded network must stay the same network.
         self.num_features = channels
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(channels, NUM_CLASSES)
+        # Not persistent: the card's share rebuilds it, and weights saved before the layer
+        # existed load unchanged.
+        log_mixing = reader_log_mixing(reader_noise) if reader_noise else None
+        self.register_buffer("reader_log_mixing", log_mixing, persistent=False)
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolutional maps, shape (N, ``num_features``, h, w)."""
@@ -82,7 +89,9 @@ class PooledGrader(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """KL 0-4 logits, shape (N, 5), from pooled features."""
         logits: torch.Tensor = self.fc(self.dropout(features))
-        return logits
+        if self.reader_log_mixing is None:
+            return logits
+        return reader_noise_logits(logits, self.reader_log_mixing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -96,6 +105,7 @@ class KLNet(PooledGrader):
             halves the resolution (except the first, which follows the stem's max-pool).
         width: channels of the stem and the first stage.
         drop_rate: dropout on the pooled features during training.
+        reader_noise: the reader-noise layer's share (0: none).
     """
 
     def __init__(
@@ -103,6 +113,7 @@ class KLNet(PooledGrader):
         depth: tuple[int, ...] = DEFAULT_DEPTH,
         width: int = DEFAULT_WIDTH,
         drop_rate: float = 0.2,
+        reader_noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -120,7 +131,7 @@ class KLNet(PooledGrader):
             stages.append(nn.Sequential(*layers))
             channels = out_channels
         self.stages = nn.Sequential(*stages)
-        self._add_head(channels, drop_rate)
+        self._add_head(channels, drop_rate, reader_noise)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -149,9 +160,16 @@ class PlainNet(PooledGrader):
         depth: convolutions per stage; stage ``i`` has ``width * 2**i`` channels.
         width: channels of the first stage.
         drop_rate: dropout on the pooled features during training.
+        reader_noise: the reader-noise layer's share (0: none).
     """
 
-    def __init__(self, depth: tuple[int, ...], width: int, drop_rate: float = 0.2) -> None:
+    def __init__(
+        self,
+        depth: tuple[int, ...],
+        width: int,
+        drop_rate: float = 0.2,
+        reader_noise: float = 0.0,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 1
@@ -166,7 +184,7 @@ class PlainNet(PooledGrader):
                 channels = out_channels
             layers.append(nn.MaxPool2d(2))
         self.stages = nn.Sequential(*layers)
-        self._add_head(channels, drop_rate)
+        self._add_head(channels, drop_rate, reader_noise)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -186,8 +204,31 @@ def build_model(card: ModelCard) -> GraderNet:
     arch = card.architecture
     if arch.name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch.name!r}; koa builds {sorted(ARCHITECTURES)}")
-    network: GraderNet = ARCHITECTURES[arch.name](arch.depth, arch.width, arch.drop_rate)
+    network: GraderNet = ARCHITECTURES[arch.name](
+        arch.depth, arch.width, arch.drop_rate, arch.reader_noise
+    )
     return network
+
+
+def reader_log_mixing(share: float) -> torch.Tensor:
+    """log of ``schema.adjacent_mixing(share)``, float32 (-inf where a reader never records
+    that grade)."""
+    if not 0.0 <= share < 0.5:
+        raise ValueError(f"reader_noise must lie in [0, 0.5), not {share}")
+    return torch.log(torch.as_tensor(adjacent_mixing(share), dtype=torch.float32))
+
+
+def reader_noise_logits(logits: torch.Tensor, log_mixing: torch.Tensor) -> torch.Tensor:
+    """log P(recorded grade) = log(softmax(logits) @ mixing), float32 (N, 5).
+
+    A noise-adaptation layer (forward-corrected cross-entropy, Patrini et al. 2017): trained
+    on labels that readers move onto a neighbouring grade, the head below it learns the
+    knee's grade and this layer the readers' spread, so the clearest knee is no longer
+    predicted with a confidence its recorded labels never reach. Computed in log space so
+    that a grade the head rules out keeps a finite log-probability and gradient.
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=1)
+    return torch.logsumexp(log_probs.unsqueeze(2) + log_mixing, dim=1)
 
 
 def kl_probabilities(logits: torch.Tensor) -> torch.Tensor:
