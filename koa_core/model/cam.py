@@ -6,8 +6,9 @@ maps ``A``; the map ``sum_c w[k, c] * A[c]`` (Zhou et al. 2016) spreads that log
 image. It is Grad-CAM on the same layer up to a constant factor (Grad-CAM's channel weights
 are the spatially averaged gradients, ``w[k, c] / (h * w)``), with one forward pass and no
 backward. Dropout between pooling and ``fc`` is the identity in eval mode, so the head is
-exactly ``fc``. Like Grad-CAM, only positive evidence is kept (ReLU), and each map is scaled
-to a maximum of 1.
+exactly ``fc``. A reader-noise layer after ``fc`` (``network.reader_noise_logits``) models
+the readers, not the knee, so the maps stay those of ``fc``'s logits. Like Grad-CAM, only
+positive evidence is kept (ReLU), and each map is scaled to a maximum of 1.
 """
 
 from __future__ import annotations

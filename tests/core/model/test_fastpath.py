@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from koa_core.model.card import ModelCard
 from koa_core.model.fastpath import optimise_for_inference
 from koa_core.model.inference import predict_dataset
 from koa_core.model.network import build_model
+from koa_core.schema import adjacent_mixing
 from tests.core.kl_fixtures import knee_like
 
 # The default architecture at a smaller input keeps the test to seconds on two cores;
@@ -107,6 +110,22 @@ def test_fast_path_leaves_the_weights_alone(
     optimise_for_inference(model, CARD, "cpu", "fused")
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("path", ["eager", "fused"])
+def test_fast_path_applies_the_reader_noise_layer(
+    path: str, reference: tuple[torch.nn.Module, torch.Tensor, np.ndarray]
+) -> None:
+    plain, images, plain_probabilities = reference
+    card = replace(CARD, architecture=replace(CARD.architecture, reader_noise=0.1))
+    model = build_model(card).eval()
+    model.load_state_dict(plain.state_dict())
+    expected = predict_dataset(model, card, images[:64], 64, "cpu", fast=False)
+    forward = optimise_for_inference(model, card, "cpu", path)  # type: ignore[arg-type]
+    fast = predict_dataset(model, card, images[:64], 64, "cpu", forward=forward)
+    np.testing.assert_allclose(fast, expected, atol=1e-4)
+    mixed = plain_probabilities[:64] @ adjacent_mixing(0.1)
+    np.testing.assert_allclose(fast, mixed, atol=1e-4)
 
 
 def test_an_unknown_path_is_refused() -> None:

@@ -13,7 +13,14 @@ from koa_core.errors import CorruptCheckpointError
 from koa_core.model.card import Architecture, ModelCard
 from koa_core.model.checkpoint import load_model, save_torch, sidecar_path
 from koa_core.model.inference import predict_dataset
-from koa_core.model.network import build_model, count_macs, kl_probabilities
+from koa_core.model.network import (
+    build_model,
+    count_macs,
+    kl_probabilities,
+    reader_log_mixing,
+    reader_noise_logits,
+)
+from koa_core.schema import adjacent_mixing
 
 TINY = ModelCard(input_size=64, architecture=Architecture(depth=(1, 1), width=8, drop_rate=0.0))
 
@@ -132,3 +139,61 @@ def test_cuda_inference_matches_cpu() -> None:
     cuda = predict_dataset(model, TINY, images, device="cuda", fast=True)
     assert (cpu.argmax(1) == cuda.argmax(1)).mean() >= 0.95
     assert np.abs(cpu - cuda).max() < 0.05
+
+
+NOISY = ModelCard(
+    input_size=64, architecture=Architecture(depth=(1, 1), width=8, drop_rate=0.0, reader_noise=0.1)
+)
+
+
+def test_reader_noise_layer_outputs_the_mixed_probabilities() -> None:
+    torch.manual_seed(0)
+    model = build_model(NOISY).eval()
+    images = torch.rand(6, 1, 64, 64)
+    with torch.no_grad():
+        head = torch.softmax(model.fc(model.forward_features(images)), dim=1)
+        recorded = model(images).exp()
+    mixing = torch.as_tensor(adjacent_mixing(0.1), dtype=torch.float32)
+    assert torch.allclose(recorded.sum(dim=1), torch.ones(6), atol=1e-6)
+    assert torch.allclose(recorded, head @ mixing, atol=1e-6)
+
+
+def test_reader_noise_caps_the_confidence_of_a_certain_head() -> None:
+    log_mixing = reader_log_mixing(0.1)
+    certain = torch.tensor([[60.0, 0, 0, 0, -60.0], [0, 0, 50.0, 0, 0]])
+    recorded = reader_noise_logits(certain, log_mixing).exp()
+    assert recorded[0].tolist() == pytest.approx([0.9, 0.1, 0, 0, 0], abs=1e-6)
+    assert recorded[1].tolist() == pytest.approx([0, 0.05, 0.9, 0.05, 0], abs=1e-6)
+    assert torch.isfinite(reader_noise_logits(certain, log_mixing)).all()
+
+
+def test_reader_noise_keeps_gradients_finite_for_ruled_out_grades() -> None:
+    logits = torch.tensor([[80.0, 0, 0, 0, -80.0]], requires_grad=True)
+    loss = F.cross_entropy(reader_noise_logits(logits, reader_log_mixing(0.1)), torch.tensor([4]))
+    torch.autograd.backward(loss)
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert torch.isfinite(loss)
+
+
+def test_weights_saved_without_the_layer_load_into_a_card_that_has_none(tmp_path: Path) -> None:
+    card_dict = TINY.to_dict()
+    del card_dict["architecture"]["reader_noise"]  # a card written before the layer existed
+    old_card = ModelCard.from_dict(card_dict)
+    assert old_card.architecture.reader_noise == 0.0
+    model = build_model(old_card).eval()
+    assert model.reader_log_mixing is None
+    save_torch(model.state_dict(), tmp_path / "weights.pt")
+    assert "reader_log_mixing" not in model.state_dict()
+    noisy = load_model(tmp_path / "weights.pt", NOISY)
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(
+            noisy(images).exp(), torch.softmax(model(images), 1) @ noisy.reader_log_mixing.exp()
+        )
+
+
+@pytest.mark.parametrize("share", [-0.1, 0.5])
+def test_a_reader_noise_share_out_of_range_is_refused(share: float) -> None:
+    card = ModelCard(input_size=64, architecture=Architecture(depth=(1, 1), reader_noise=share))
+    with pytest.raises(ValueError, match="reader_noise"):
+        build_model(card)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from koa_core.data.datasets import KLDataset, load_dataset
-from koa_core.model.checkpoint import load_torch
+from koa_core.model.checkpoint import load_model, load_torch
 from koa_core.training.config import TrainConfig
 from koa_core.training.loop import EpochStats, train
 from koa_core.training.loss import adjacent_targets, kl_loss
@@ -43,6 +43,7 @@ def test_the_default_is_the_fixed_schedule_recipe() -> None:
     assert (config.architecture, config.depth, config.width) == ("plain", (2, 2, 2, 2), 16)
     assert (config.input_size, config.epochs, config.lr, config.loss) == (128, 16, 3e-3, "ce")
     assert config.drop_rate == 0.0 and config.adjacent_smoothing == 0.0
+    assert config.reader_noise == 0.0 and config.card().architecture.reader_noise == 0.0
     assert config.patience is None and config.keep == "last"
     assert not config.class_weighted and not config.amp and not config.augment
 
@@ -53,6 +54,17 @@ def test_the_same_seed_gives_the_same_weights(data: KLDataset, tmp_path: Path) -
     other = train(replace(RECIPE, seed=1), data, tmp_path / "c")
     assert _same(_weights(first.weights_path), _weights(second.weights_path))
     assert not _same(_weights(first.weights_path), _weights(other.weights_path))
+
+
+def test_the_trained_card_rebuilds_the_reader_noise_layer(data: KLDataset, tmp_path: Path) -> None:
+    result = train(replace(RECIPE, reader_noise=0.1), data, tmp_path)
+    model = load_model(result.weights_path, result.card)
+    assert result.card.architecture.reader_noise == 0.1
+    with torch.no_grad():
+        recorded = model(torch.zeros(2, 1, RECIPE.input_size, RECIPE.input_size)).exp()
+    # The mixing moves 10 % off every grade, so no output can be surer than 0.9.
+    assert torch.allclose(recorded.sum(dim=1), torch.ones(2), atol=1e-6)
+    assert float(recorded.max()) <= 0.9 + 1e-6
 
 
 def test_last_weights_are_the_final_epochs(data: KLDataset, tmp_path: Path) -> None:
@@ -110,5 +122,7 @@ def test_config_refuses_nonsense_recipe_fields() -> None:
         replace(RECIPE, label_smoothing=1.0)
     with pytest.raises(ValueError, match="adjacent_smoothing"):
         replace(RECIPE, adjacent_smoothing=-0.1)
+    with pytest.raises(ValueError, match="reader_noise"):
+        replace(RECIPE, reader_noise=0.5)
     with pytest.raises(ValueError, match="patience"):
         replace(RECIPE, patience=0)
