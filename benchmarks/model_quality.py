@@ -54,7 +54,8 @@ def koa_run(dataset: KLDataset, work: Path, change: dict[str, Any]) -> dict[str,
         probs = predict_dataset(model, result.card, test.images, 64, config.device, tta=tta)
         scoring_s = time.perf_counter() - begun
         val_probs = predict_dataset(model, result.card, val.images, 64, config.device, tta=tta)
-        row = {**score(dataset, probs, val_probs), "scoring_s": scoring_s}
+        row = score(dataset, probs, val_probs, result.card.architecture.reader_noise)
+        row["scoring_s"] = scoring_s
         figures["tta" if tta else "plain"] = row
     return figures
 

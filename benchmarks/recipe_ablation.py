@@ -66,7 +66,7 @@ def koa_row(base: TrainConfig, change: dict[str, Any], data: Path, work: Path) -
     test, val = dataset.splits["test"], dataset.splits["val"]
     test_probs = predict_dataset(model, result.card, test.images, 64, config.device)
     val_probs = predict_dataset(model, result.card, val.images, 64, config.device)
-    row = score(dataset, test_probs, val_probs)
+    row = score(dataset, test_probs, val_probs, result.card.architecture.reader_noise)
     return {**row, "seconds": seconds, "epochs_run": len(result.history)}
 
 

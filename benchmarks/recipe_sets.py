@@ -147,16 +147,29 @@ def train_reference(
     return model
 
 
-def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> dict[str, Any]:
-    """Test metrics, with the temperature fitted on validation (ECE after it)."""
+def score(
+    dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray, reader_share: float = 0.0
+) -> dict[str, Any]:
+    """Test metrics, with the temperature fitted on validation (ECE after it); ``reader_share``
+    is the grader's reader-noise layer (0 for none), where its temperature may apply."""
     test, val = dataset.splits["test"], dataset.splits["val"]
     evaluation = evaluate_probabilities(
-        test.labels.numpy(), test_probs, val_labels=val.labels.numpy(), val_probs=val_probs
+        test.labels.numpy(),
+        test_probs,
+        val_labels=val.labels.numpy(),
+        val_probs=val_probs,
+        reader_share=reader_share,
     )
     metrics = evaluation.metrics
+    temperature = evaluation.temperature
+    assert temperature is not None
     # The sets koa's scoring would give: calibrated on validation after its temperature.
     calibration = fit_conformal(
-        val_probs, val.labels.numpy(), SET_LEVEL, temperature=evaluation.temperature
+        val_probs,
+        val.labels.numpy(),
+        SET_LEVEL,
+        temperature=temperature.value,
+        temperature_reader_share=temperature.reader_share,
     )
     sets = set_quality(test_probs, test.labels.numpy(), calibration)
     return {
@@ -172,7 +185,8 @@ def score(dataset: KLDataset, test_probs: np.ndarray, val_probs: np.ndarray) -> 
         "ece_grade_noise": metrics.ece_grade_noise,
         "ece_grade_noise_ci": metrics.ece_grade_noise_ci,
         "grade_noise_share": metrics.grade_noise_share,
-        "temperature": evaluation.temperature,
+        "temperature": temperature.value,
+        "temperature_on_head": temperature.reader_share > 0,
     }
 
 

@@ -19,7 +19,8 @@ APS coverage needs randomised sets, and the same film must always get the same s
 matches ``crepes`` with its ``hinge`` score, which the tests check. A set can be empty (no
 grade is likely enough); koa then holds the most probable grade, so every knee has one.
 
-Scores are computed on temperature-scaled probabilities ``softmax(log p / T)`` when the
+Scores are computed on temperature-scaled probabilities (``calibration.Temperature``:
+``softmax(log p / T)``, or the same on the head under a reader-noise layer) when the
 calibration carries a temperature: callers always pass the model's raw softmax output.
 """
 
@@ -30,13 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import softmax
 
 from koa_core.errors import ConformalError
+from koa_core.evaluation.calibration import Temperature
 from koa_core.schema import NUM_CLASSES
-
-# log(0) would make a logit of -inf; the floor is far below any softmax output in float32.
-LOG_FLOOR = 1e-12
 
 GradeSet = tuple[int, ...]
 
@@ -52,12 +50,15 @@ class ConformalCalibration:
         temperature: the temperature applied to the probabilities before scoring; ``None``
             uses them as given.
         n_calibration: knees the threshold was calibrated on.
+        temperature_reader_share: where the temperature applies (``Temperature``): 0 on
+            the output, else on the head under a reader-noise layer of this share.
     """
 
     level: float
     threshold: float
     temperature: float | None
     n_calibration: int
+    temperature_reader_share: float = 0.0
 
 
 def _check_level(level: float) -> None:
@@ -72,18 +73,17 @@ def _probabilities(probabilities: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return p
 
 
-def calibrated(probabilities: npt.ArrayLike, temperature: float | None) -> npt.NDArray[np.float64]:
-    """``softmax(log p / T)`` of (N, 5) probabilities, or ``p`` itself without a temperature.
-
-    The same transform as ``evaluation.calibration.apply_temperature`` on log-probabilities.
-    """
+def calibrated(
+    probabilities: npt.ArrayLike, temperature: float | None, reader_share: float = 0.0
+) -> npt.NDArray[np.float64]:
+    """``Temperature(temperature, reader_share)`` applied to (N, 5) probabilities, or ``p``
+    itself without a temperature."""
     p = _probabilities(probabilities)
     if temperature is None:
         return p
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConformalError(f"temperature must be positive and finite; got {temperature}")
-    logits = np.log(np.clip(p, LOG_FLOOR, 1.0)) / temperature
-    return np.asarray(softmax(logits, axis=1), dtype=np.float64)
+    return Temperature(temperature, reader_share).apply(p)
 
 
 def conformal_quantile(scores: npt.ArrayLike, level: float) -> float:
@@ -107,6 +107,7 @@ def fit_conformal(
     level: float,
     *,
     temperature: float | None = None,
+    temperature_reader_share: float = 0.0,
 ) -> ConformalCalibration:
     """Calibrate LAC prediction sets on held-out knees (the validation split).
 
@@ -115,25 +116,29 @@ def fit_conformal(
         labels: their true KL grades, shape (N,).
         level: nominal coverage in (0, 1).
         temperature: applied before scoring (fitted on the same split); ``None``: none.
+        temperature_reader_share: where it applies (``ConformalCalibration``).
 
     Raises:
         ConformalError: shapes disagree, no knees, a grade outside 0-4, or a bad level.
     """
-    p = calibrated(probabilities, temperature)
+    p = calibrated(probabilities, temperature, temperature_reader_share)
     y = np.asarray(labels).astype(np.int64)
     if y.shape != (p.shape[0],):
         raise ConformalError(f"need one label per row; got {y.shape} for {p.shape}")
     if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
         raise ConformalError(f"KL grades must lie in 0-{NUM_CLASSES - 1}")
     scores = 1.0 - p[np.arange(y.size), y]
-    return ConformalCalibration(level, conformal_quantile(scores, level), temperature, int(y.size))
+    threshold = conformal_quantile(scores, level)
+    return ConformalCalibration(
+        level, threshold, temperature, int(y.size), temperature_reader_share
+    )
 
 
 def set_membership(
     probabilities: npt.ArrayLike, calibration: ConformalCalibration
 ) -> npt.NDArray[np.bool_]:
     """(N, 5) booleans: grade ``g`` is in knee ``i``'s set; an empty row holds its argmax."""
-    p = calibrated(probabilities, calibration.temperature)
+    p = calibrated(probabilities, calibration.temperature, calibration.temperature_reader_share)
     members = (1.0 - p) <= calibration.threshold
     empty = ~members.any(axis=1)
     members[empty, p[empty].argmax(axis=1)] = True

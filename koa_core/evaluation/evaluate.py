@@ -17,9 +17,10 @@ from koa_core.data.datasets import KLDataset, LoadProgress, Split, load_dataset
 from koa_core.errors import DatasetError
 from koa_core.evaluation.calibration import (
     GradeNoiseCalibration,
-    apply_temperature,
+    Temperature,
     fit_grade_noise,
-    fit_temperature,
+    fit_probability_temperature,
+    head_logits,
 )
 from koa_core.evaluation.conformal import set_quality
 from koa_core.evaluation.metrics import (
@@ -43,8 +44,6 @@ TEST_SPLIT = "test"
 REGISTRY_SPLIT_NAMES = {"val": "validation"}
 # What ``recorded_metrics`` adds to ``EvaluationMetrics.to_dict()``.
 PROVENANCE_KEYS = ("temperature", "dataset_fingerprint", "report")
-# log(0) would make a logit of -inf; the floor is far below any softmax output in float32.
-LOG_FLOOR = 1e-12
 INFERENCE_BATCH = 64
 
 
@@ -53,7 +52,7 @@ class ProbabilityEvaluation:
     """Metrics of one split's probabilities, with the temperature fitted on validation."""
 
     metrics: EvaluationMetrics
-    temperature: float | None
+    temperature: Temperature | None
     calibrated_probs: NDArray[np.float64] | None
 
 
@@ -101,16 +100,6 @@ class EvaluationOutcome:
         )
 
 
-def logits_from_probabilities(probs: ArrayLike) -> NDArray[np.float64]:
-    """Log-probabilities, usable as logits: softmax is shift-invariant, so softmax(log p) = p."""
-    return np.log(np.clip(np.asarray(probs, dtype=np.float64), LOG_FLOOR, 1.0))
-
-
-def fit_probability_temperature(val_probs: ArrayLike, val_labels: ArrayLike) -> float:
-    """The temperature minimising validation NLL of softmax(log p / T)."""
-    return fit_temperature(logits_from_probabilities(val_probs), np.asarray(val_labels))
-
-
 def evaluate_probabilities(
     y_true: ArrayLike,
     probs: ArrayLike,
@@ -120,6 +109,7 @@ def evaluate_probabilities(
     threshold: float = 0.5,
     n_bootstrap: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
+    reader_share: float = 0.0,
 ) -> ProbabilityEvaluation:
     """Score ``probs`` against ``y_true``, calibrating with a temperature fitted on validation.
 
@@ -131,14 +121,15 @@ def evaluate_probabilities(
         threshold: KOA operating point on p(KL>=2).
         n_bootstrap: bootstrap resamples for the confidence intervals.
         seed: bootstrap seed.
+        reader_share: the grader's reader-noise layer (``fit_probability_temperature``).
     """
-    temperature: float | None = None
+    temperature: Temperature | None = None
     calibrated: NDArray[np.float64] | None = None
     noise: GradeNoiseCalibration | None = None
     if val_labels is not None and val_probs is not None and len(np.asarray(val_labels)) > 0:
-        temperature = fit_probability_temperature(val_probs, val_labels)
-        calibrated = apply_temperature(logits_from_probabilities(probs), temperature)
-        noise = fit_grade_noise(logits_from_probabilities(val_probs), np.asarray(val_labels))
+        temperature = fit_probability_temperature(val_probs, val_labels, reader_share)
+        calibrated = temperature.apply(probs)
+        noise = fit_grade_noise(head_logits(val_probs), np.asarray(val_labels))
     metrics = evaluate_predictions(
         y_true,
         probs,
@@ -151,7 +142,7 @@ def evaluate_probabilities(
         metrics = with_grade_noise(
             metrics,
             y_true,
-            noise.apply(logits_from_probabilities(probs)),
+            noise.apply(head_logits(probs)),
             noise.adjacent_share,
             n_bootstrap=n_bootstrap,
             seed=seed,
@@ -277,6 +268,7 @@ def evaluate_version(
         probs,
         val_labels=None if val is None else val.labels.numpy(),
         val_probs=val_probs,
+        reader_share=card.architecture.reader_noise,
     )
     metrics = result.metrics
     if split != VALIDATION_SPLIT:
@@ -301,7 +293,7 @@ def evaluate_version(
         found.version,
         split,
         metrics,
-        result.temperature,
+        None if result.temperature is None else result.temperature.value,
         target,
         report,
         dataset.fingerprint,

@@ -10,8 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from koa_core.data.datasets import KLDataset
-from koa_core.evaluation.calibration import fit_temperature
-from koa_core.evaluation.conformal import LOG_FLOOR, ConformalCalibration, fit_conformal
+from koa_core.evaluation.calibration import fit_probability_temperature
+from koa_core.evaluation.conformal import ConformalCalibration, fit_conformal
 from koa_core.model.card import ModelCard
 from koa_core.model.checkpoint import load_model
 from koa_core.model.inference import predict_dataset
@@ -32,6 +32,7 @@ def card_calibration(card: ModelCard) -> ConformalCalibration | None:
         threshold=card.conformal_threshold,
         temperature=card.conformal_temperature,
         n_calibration=card.conformal_calibration_size,
+        temperature_reader_share=card.conformal_temperature_reader_share,
     )
 
 
@@ -43,21 +44,29 @@ def with_calibration(card: ModelCard, calibration: ConformalCalibration) -> Mode
         conformal_threshold=calibration.threshold,
         conformal_temperature=calibration.temperature,
         conformal_calibration_size=calibration.n_calibration,
+        conformal_temperature_reader_share=calibration.temperature_reader_share,
     )
 
 
 def fit_sets(
-    val_probs: npt.ArrayLike, val_labels: npt.ArrayLike, level: float
+    val_probs: npt.ArrayLike, val_labels: npt.ArrayLike, level: float, reader_share: float = 0.0
 ) -> ConformalCalibration:
     """Temperature-scale on validation, then calibrate LAC sets on the same knees.
 
-    The temperature is the one ``evaluate`` fits (NLL of ``softmax(log p / T)``), so the
-    sets are scored on the probabilities the evaluation reports as calibrated.
+    The temperature is the one ``evaluate`` fits (``fit_probability_temperature`` for a
+    grader whose reader-noise layer has ``reader_share``), so the sets are scored on the
+    probabilities the evaluation reports as calibrated.
     """
     probs = np.asarray(val_probs, dtype=np.float64)
     labels = np.asarray(val_labels).astype(np.int64)
-    temperature = fit_temperature(np.log(np.clip(probs, LOG_FLOOR, 1.0)), labels)
-    return fit_conformal(probs, labels, level, temperature=temperature)
+    temperature = fit_probability_temperature(probs, labels, reader_share)
+    return fit_conformal(
+        probs,
+        labels,
+        level,
+        temperature=temperature.value,
+        temperature_reader_share=temperature.reader_share,
+    )
 
 
 def evaluation_calibration(
@@ -74,7 +83,7 @@ def evaluation_calibration(
         return recorded
     if val_probs is None or val_labels is None or len(np.asarray(val_labels)) == 0:
         return None
-    return fit_sets(val_probs, val_labels, card.conformal_level)
+    return fit_sets(val_probs, val_labels, card.conformal_level, card.architecture.reader_noise)
 
 
 def with_input_ranges(card: ModelCard, dataset: KLDataset) -> ModelCard:
@@ -113,7 +122,9 @@ def calibrate_run(
     card = ModelCard.from_dict(document["card"])
     model = load_model(run_dir / WEIGHTS_NAME, card, "cpu")
     probs = predict_dataset(model, card, val.images, INFERENCE_BATCH, device)
-    calibration = fit_sets(probs, val.labels.numpy(), card.conformal_level)
+    calibration = fit_sets(
+        probs, val.labels.numpy(), card.conformal_level, card.architecture.reader_noise
+    )
     ranged = with_input_ranges(with_calibration(card, calibration), dataset)
     document["card"] = ranged.to_dict()
     atomic_write_bytes(card_path, json.dumps(document, indent=2).encode())

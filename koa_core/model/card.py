@@ -43,7 +43,9 @@ class ModelCard:
     The ``conformal_*`` fields are the prediction-set calibration fitted after training on
     the validation split (``evaluation.conformal``): the nominal level, the score threshold
     (``None``: not calibrated, as in cards written before sets existed), the temperature
-    the scores were computed under and the number of validation knees. ``input_*_range``
+    the scores were computed under and where it applied (``conformal_temperature_reader_share``:
+    0 on the output, else on the head under the reader-noise layer) and the number of
+    validation knees. ``input_*_range``
     bound the mean and std of the training inputs (a knee outside is referred to a reader).
     """
 
@@ -57,6 +59,7 @@ class ModelCard:
     conformal_threshold: float | None = None
     conformal_temperature: float | None = None
     conformal_calibration_size: int = 0
+    conformal_temperature_reader_share: float = 0.0
     input_mean_range: tuple[float, float] | None = None
     input_std_range: tuple[float, float] | None = None
 

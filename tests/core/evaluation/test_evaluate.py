@@ -11,11 +11,11 @@ import torch
 
 from koa_core.data.datasets import KLDataset
 from koa_core.errors import CorruptCheckpointError, DatasetError
+from koa_core.evaluation.calibration import head_logits
 from koa_core.evaluation.evaluate import (
     EvaluationOutcome,
     evaluate_probabilities,
     evaluate_version,
-    logits_from_probabilities,
 )
 from koa_core.registry import ModelRegistry, ModelVersion
 from tests.core.kl_fixtures import write_image_folder
@@ -35,7 +35,7 @@ def champion(trained: Path) -> ModelVersion:
     ],
 )
 def test_log_probabilities_are_logits_of_the_same_softmax(probs: list[list[float]]) -> None:
-    logits = torch.as_tensor(logits_from_probabilities(probs))
+    logits = torch.as_tensor(head_logits(probs))
     assert np.allclose(torch.softmax(logits, dim=1).numpy(), probs, atol=1e-9)
 
 
@@ -54,7 +54,9 @@ def test_temperature_undoes_known_miscalibration(true_temperature: float) -> Non
         val_probs=distorted[:half],
         n_bootstrap=0,
     )
-    assert result.temperature == pytest.approx(true_temperature, rel=0.15)
+    assert result.temperature is not None
+    assert result.temperature.value == pytest.approx(true_temperature, rel=0.15)
+    assert result.temperature.reader_share == 0.0
     assert result.metrics.ece_calibrated is not None
     assert result.metrics.ece_calibrated < result.metrics.ece
     # Temperature scaling never changes which grade is predicted.

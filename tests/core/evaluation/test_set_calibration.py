@@ -33,8 +33,9 @@ def test_a_card_written_before_sets_loads_uncalibrated_at_the_default_level() ->
     assert card.conformal_level == 0.90 and card_calibration(card) is None
 
 
-def test_the_calibration_round_trips_through_the_card() -> None:
-    calibration = ConformalCalibration(0.8, 0.625, 1.7, 412)
+@pytest.mark.parametrize("reader_share", [0.0, 0.1])
+def test_the_calibration_round_trips_through_the_card(reader_share: float) -> None:
+    calibration = ConformalCalibration(0.8, 0.625, 1.7, 412, reader_share)
     card = ModelCard.from_dict(
         json.loads(json.dumps(with_calibration(ModelCard(), calibration).to_dict()))
     )
@@ -62,7 +63,8 @@ def test_calibrate_run_fits_on_validation_and_keeps_the_rest_of_the_card(
     val = dataset.splits["val"]
     model = load_model(calibrated_run / WEIGHTS_NAME, card)
     probs = predict_dataset(model, card, val.images, device="cpu")
-    assert calibration == fit_sets(probs, val.labels.numpy(), card.conformal_level)
+    reader_share = card.architecture.reader_noise
+    assert calibration == fit_sets(probs, val.labels.numpy(), card.conformal_level, reader_share)
     assert calibration.n_calibration == len(val.labels) and calibration.temperature
 
 

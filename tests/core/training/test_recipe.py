@@ -43,7 +43,7 @@ def test_the_default_is_the_fixed_schedule_recipe() -> None:
     assert (config.architecture, config.depth, config.width) == ("plain", (2, 2, 2, 2), 16)
     assert (config.input_size, config.epochs, config.lr, config.loss) == (128, 16, 3e-3, "ce")
     assert config.drop_rate == 0.0 and config.adjacent_smoothing == 0.0
-    assert config.reader_noise == 0.0 and config.card().architecture.reader_noise == 0.0
+    assert config.reader_noise == 0.1 and config.card().architecture.reader_noise == 0.1
     assert config.patience is None and config.keep == "last"
     assert not config.class_weighted and not config.amp and not config.augment
 
@@ -57,7 +57,7 @@ def test_the_same_seed_gives_the_same_weights(data: KLDataset, tmp_path: Path) -
 
 
 def test_the_trained_card_rebuilds_the_reader_noise_layer(data: KLDataset, tmp_path: Path) -> None:
-    result = train(replace(RECIPE, reader_noise=0.1), data, tmp_path)
+    result = train(RECIPE, data, tmp_path)
     model = load_model(result.weights_path, result.card)
     assert result.card.architecture.reader_noise == 0.1
     with torch.no_grad():
