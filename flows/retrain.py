@@ -36,14 +36,7 @@ def train_challenger(config: dict[str, Any], data: str) -> EvaluationOutcome:
     logger = get_run_logger()
 
     def log_epoch(stats: EpochStats) -> None:
-        logger.info(
-            "epoch %d/%d: train loss %.4f, val loss %.4f, val QWK %.4f",
-            stats.epoch,
-            stats.epochs,
-            stats.train_loss,
-            stats.val_loss,
-            stats.val_qwk,
-        )
+        logger.info("epoch %d/%d: %s", stats.epoch, stats.epochs, stats.summary())
 
     trained = workflow.train_challenger(
         TrainConfig.from_dict(config), Path(data), progress=log_epoch

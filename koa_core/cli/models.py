@@ -84,11 +84,7 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
     task = progress.add_task("training", total=epochs, status="")
 
     def update(stats: EpochStats) -> None:
-        mark = " *" if stats.improved else ""
-        status = (
-            f"loss {stats.train_loss:.4f}  val loss {stats.val_loss:.4f}"
-            f"  val QWK {stats.val_qwk:.4f}{mark}"
-        )
+        status = stats.summary() + (" *" if stats.improved else "")
         progress.update(task, completed=stats.epoch, total=stats.epochs, status=status)
 
     return update

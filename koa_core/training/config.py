@@ -38,7 +38,9 @@ class TrainConfig:
     without a better validation QWK stop a run early. ``keep`` chooses the weights
     written: the ``"last"`` epoch's, the ``"best"`` by validation QWK, or an ``"ema"``
     (exponential moving average, ``ema_decay`` per step) of them, which is also what is
-    validated each epoch. ``augment_strength`` scales every augmentation range.
+    validated. Validation runs every ``validate_every`` epochs and after the last, or after
+    every epoch when ``patience`` or ``keep="best"`` chooses by it
+    (``loop.validates``). ``augment_strength`` scales every augmentation range.
 
     ``adjacent_smoothing`` moves that share of each target onto the neighbouring grades
     (split between the two; all on the one for KL0 and KL4), where readers disagree and
@@ -85,10 +87,13 @@ class TrainConfig:
     reader_noise: float = 0.1
     class_weighted: bool = False
     augment_strength: float = 1.0
+    validate_every: int = 4
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or (self.patience is not None and self.patience < 1):
             raise ValueError("epochs and patience must be at least 1")
+        if self.validate_every < 1:
+            raise ValueError(f"validate_every must be at least 1, not {self.validate_every}")
         if self.keep not in ("last", "best", "ema"):
             raise ValueError(f"keep must be 'last', 'best' or 'ema', not {self.keep!r}")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 < self.ema_decay < 1.0:

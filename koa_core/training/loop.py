@@ -47,17 +47,27 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass(frozen=True)
 class EpochStats:
-    """What one epoch did; passed to the progress callback and kept in the history."""
+    """What one epoch did; passed to the progress callback and kept in the history.
+
+    The ``val_*`` fields are ``None`` for an epoch that was not validated (``validates``).
+    """
 
     epoch: int
     epochs: int
     train_loss: float
-    val_loss: float
-    val_qwk: float
-    val_accuracy: float
+    val_loss: float | None
+    val_qwk: float | None
+    val_accuracy: float | None
     lr: float
     seconds: float
     improved: bool
+
+    def summary(self) -> str:
+        """The epoch's losses and validation QWK in words, for progress lines."""
+        said = f"train loss {self.train_loss:.4f}"
+        if self.val_loss is None or self.val_qwk is None:
+            return f"{said}, not validated"
+        return f"{said}, val loss {self.val_loss:.4f}, val QWK {self.val_qwk:.4f}"
 
 
 @dataclass(frozen=True)
@@ -237,28 +247,43 @@ def _write_card(run: _Run, dataset: KLDataset, path: Path) -> None:
     atomic_write_bytes(path, json.dumps(document, indent=2).encode())
 
 
+def validates(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch`` (1-based) ends with a validation pass.
+
+    Early stopping and keeping the best weights choose by every epoch's validation; a
+    fixed schedule keeping the last (or averaged) weights only reports it, so it
+    validates every ``validate_every`` epochs and at the end, where a pass per epoch
+    cost a fifth of the training time (benchmarks/RESULTS.md, run 9).
+    """
+    if config.keep == "best" or config.patience is not None or epoch == config.epochs:
+        return True
+    return epoch % config.validate_every == 0
+
+
 def _one_epoch(run: _Run, dataset: KLDataset, out_dir: Path) -> EpochStats:
     """Train, validate, keep the best weights and write the checkpoint for one epoch."""
     started = time.perf_counter()
     lr = float(run.scheduler.get_last_lr()[0])
     train_loss = run.train_epoch(dataset.splits["train"])
-    val_loss, qwk, accuracy = run.evaluate(dataset.splits["val"])
     state = run.state
     state.epoch += 1
-    improved = qwk > state.best_qwk
-    if improved:
-        state.best_qwk, state.best_epoch, state.bad_epochs = qwk, state.epoch, 0
-    else:
-        state.bad_epochs += 1
+    validation: tuple[float | None, float | None, float | None] = (None, None, None)
+    improved = False
+    if validates(run.config, state.epoch):
+        validation = run.evaluate(dataset.splits["val"])
+        qwk = validation[1]
+        improved = qwk > state.best_qwk
+        if improved:
+            state.best_qwk, state.best_epoch, state.bad_epochs = qwk, state.epoch, 0
+        else:
+            state.bad_epochs += 1
     if improved or run.config.keep != "best":
         save_torch(run.kept_model().state_dict(), out_dir / WEIGHTS_NAME)
     stats = EpochStats(
         state.epoch,
         run.config.epochs,
         train_loss,
-        val_loss,
-        qwk,
-        accuracy,
+        *validation,
         lr,
         time.perf_counter() - started,
         improved,

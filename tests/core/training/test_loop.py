@@ -108,9 +108,30 @@ def test_early_stopping_when_validation_qwk_stalls(dataset: KLDataset, tmp_path:
     # validation QWK can only tie, and ``patience`` epochs later training stops.
     result = train(replace(CONFIG, epochs=10, lr=0.0, patience=2), dataset, tmp_path)
     improved = [s.improved for s in result.history]
+    assert all(s.val_qwk is not None for s in result.history)  # patience reads every epoch
     assert result.stopped_early and len(improved) < 10
     assert improved[-2:] == [False, False]
     assert result.best_epoch == max(epoch for epoch, flag in enumerate(improved, 1) if flag)
+
+
+def test_a_fixed_schedule_validates_every_few_epochs_and_after_the_last(
+    dataset: KLDataset, tmp_path: Path
+) -> None:
+    config = replace(CONFIG, epochs=5, validate_every=2, patience=None)
+    result = train(config, dataset, tmp_path)
+    validated = [s.epoch for s in result.history if s.val_qwk is not None]
+    assert validated == [2, 4, 5]
+    skipped = result.history[0]
+    assert (skipped.val_loss, skipped.val_accuracy, skipped.improved) == (None, None, False)
+    assert skipped.summary().endswith("not validated")
+    assert "val QWK" in result.history[-1].summary()
+    assert result.best_epoch in validated
+    document = json.loads(result.card_path.read_text())
+    assert [row["val_qwk"] is None for row in document["history"]] == [
+        True, False, True, False, False
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="validate_every"):
+        replace(CONFIG, validate_every=0)
 
 
 def test_augmentation_is_seeded_in_range_and_never_flips() -> None:
