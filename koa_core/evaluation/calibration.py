@@ -58,7 +58,7 @@ def _fit_under_mixing(
 
     def nll(log_t: float) -> float:
         probs = torch.softmax(logits / math.exp(log_t), dim=1) @ mixing
-        return -float(torch.log(probs[rows, labels].clamp_min(1e-12)).mean())
+        return -float(torch.log(probs[rows, labels].clamp_min(LOG_PROB_FLOOR)).mean())
 
     # Searching log T keeps T positive and treats over- and under-confidence symmetrically.
     result: Any = minimize_scalar(nll, bounds=LOG_T_BOUNDS, method="bounded")
