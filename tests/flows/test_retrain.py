@@ -19,7 +19,7 @@ from tests.core.kl_fixtures import write_image_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 # Small enough to train in seconds on two shared cores, big enough to learn the joint band.
-TINY = {"input_size": 64, "width": 8, "depth": [1, 1], "batch_size": 16, "epochs": 4}
+TINY = {"input_size": 64, "width": 8, "depth": [1, 1], "batch_size": 8, "epochs": 20}
 PER_SPLIT = {"train": 8, "val": 4, "test": 6}
 
 
